@@ -1,0 +1,162 @@
+//! A peer: its configuration, handshake state, sessions, timers, endpoint and counters.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::key::Key;
+use crate::noise::cookie::CookieState;
+use crate::noise::handshake::InitiatorState;
+use crate::noise::tai64::Tai64n;
+use crate::path::Source;
+use crate::session::Session;
+use crate::timers::Timers;
+
+/// Packets kept while a handshake is under way, as the kernel's MAX_STAGED_PACKETS.
+pub const MAX_STAGED: usize = 128;
+
+/// The three session slots of a peer.
+#[derive(Default)]
+pub struct Sessions {
+    /// The session used to send.
+    pub current: Option<Arc<Session>>,
+    /// The session before it, still accepted on receive.
+    pub previous: Option<Arc<Session>>,
+    /// A session we answered a handshake for, not yet confirmed by a data packet.
+    pub next: Option<Arc<Session>>,
+}
+
+impl Sessions {
+    /// Every session held.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Session>> {
+        [&self.current, &self.previous, &self.next]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// Handshake and timer state, behind one lock.
+pub struct HandshakeState {
+    /// The preshared key (zero if none).
+    pub psk: [u8; 32],
+    /// DH(our static, peer static), recomputed when the private key changes.
+    pub static_static: Option<[u8; 32]>,
+    /// mac1/mac2 writer and the last cookie.
+    pub cookie: CookieState,
+    /// Timer deadlines.
+    pub timers: Timers,
+    /// Our initiation awaiting a response.
+    pub pending: Option<InitiatorState>,
+    /// When we last sent an initiation (rate limit: one per REKEY_TIMEOUT).
+    pub last_initiation_sent: Option<Instant>,
+    /// When we last consumed an initiation (flood limit).
+    pub last_initiation_consumed: Option<Instant>,
+    /// The greatest timestamp of a consumed initiation.
+    pub last_timestamp: Tai64n,
+    /// The one late-rekey handshake on receive has been sent.
+    pub sent_lastminute_handshake: bool,
+}
+
+/// Where the peer is reached, and where it was last heard from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoint {
+    /// The address packets go to.
+    pub addr: Option<SocketAddr>,
+    /// The path the last authenticated packet arrived on.
+    pub last_source: Option<Source>,
+}
+
+/// A configured peer.
+pub struct Peer {
+    /// The peer's static public key.
+    pub public_key: Key,
+    /// Handshake, cookie and timer state.
+    pub handshake: Mutex<HandshakeState>,
+    /// Session slots.
+    pub sessions: RwLock<Sessions>,
+    /// Endpoint.
+    pub endpoint: Mutex<Endpoint>,
+    /// Packets waiting for a session: whole buffers with headroom, and the packet length.
+    pub staged: Mutex<VecDeque<(Vec<u8>, usize)>>,
+    /// Bytes received from this peer (whole datagrams, as wg counts them).
+    pub rx_bytes: AtomicU64,
+    /// Bytes sent to this peer.
+    pub tx_bytes: AtomicU64,
+    /// Wall-clock time of the last completed handshake.
+    pub last_handshake: Mutex<Option<SystemTime>>,
+}
+
+impl PartialEq for Peer {
+    fn eq(&self, other: &Peer) -> bool {
+        self.public_key == other.public_key
+    }
+}
+
+impl Peer {
+    /// A new peer with no sessions.
+    pub fn new(public_key: Key, static_static: Option<[u8; 32]>) -> Peer {
+        Peer {
+            public_key,
+            handshake: Mutex::new(HandshakeState {
+                psk: [0; 32],
+                static_static,
+                cookie: CookieState::new(&public_key.0),
+                timers: Timers::default(),
+                pending: None,
+                last_initiation_sent: None,
+                last_initiation_consumed: None,
+                last_timestamp: Tai64n::default(),
+                sent_lastminute_handshake: false,
+            }),
+            sessions: RwLock::new(Sessions::default()),
+            endpoint: Mutex::new(Endpoint::default()),
+            staged: Mutex::new(VecDeque::new()),
+            rx_bytes: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+            last_handshake: Mutex::new(None),
+        }
+    }
+
+    /// The address packets go to.
+    pub fn endpoint_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.lock().addr
+    }
+
+    /// Records where an authenticated packet came from: the peer roams there.
+    pub fn saw_source(&self, src: Source) {
+        let mut e = self.endpoint.lock();
+        e.addr = Some(src.addr);
+        e.last_source = Some(src);
+    }
+
+    /// The session to send with, if one is usable at `now`.
+    pub fn send_session(&self, now: Instant) -> Option<Arc<Session>> {
+        let s = self.sessions.read().current.clone()?;
+        let usable = now.saturating_duration_since(s.created) < crate::timers::REJECT_AFTER_TIME
+            && s.sent() < crate::session::REJECT_AFTER_MESSAGES;
+        usable.then_some(s)
+    }
+
+    /// Adds to the byte counters.
+    pub fn count_tx(&self, n: usize) {
+        self.tx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Adds to the byte counters.
+    pub fn count_rx(&self, n: usize) {
+        self.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Queues a packet until a session exists, dropping the oldest past [`MAX_STAGED`].
+    pub fn stage(&self, buf: &[u8], len: usize) {
+        let mut q = self.staged.lock();
+        if q.len() >= MAX_STAGED {
+            q.pop_front();
+        }
+        q.push_back((buf.to_vec(), len));
+    }
+}

@@ -1,0 +1,418 @@
+//! The protocol core against boringtun as an in-process reference peer: no sockets, time
+//! passed in. Each test drives both sides by hand and checks what crosses.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519;
+use parking_lot::Mutex;
+
+use mpwg::device::{Device, Received, Sent};
+use mpwg::key::Key;
+use mpwg::path::{Source, Transmit};
+use mpwg::peer::Peer;
+use mpwg::session::{HEADROOM, TAILROOM};
+use mpwg::timers::REKEY_AFTER_TIME;
+use mpwg::uapi::{PeerUpdate, SetRequest};
+
+const MPWG_IP: [u8; 4] = [10, 0, 0, 1];
+const BT_IP: [u8; 4] = [10, 0, 0, 2];
+
+/// What mpwg sent, in order.
+#[derive(Default)]
+struct Capture(Mutex<Vec<Vec<u8>>>);
+
+impl Transmit for Capture {
+    fn send_to_peer(&self, peer: &Peer, d: &[u8]) -> bool {
+        assert!(peer.endpoint_addr().is_some(), "sent to a peer with no endpoint");
+        self.0.lock().push(d.to_vec());
+        true
+    }
+    fn send_to(&self, _dst: Source, d: &[u8]) -> bool {
+        self.0.lock().push(d.to_vec());
+        true
+    }
+}
+
+impl Capture {
+    fn take(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.0.lock())
+    }
+}
+
+fn src() -> Source {
+    Source {
+        addr: "192.168.50.2:51820".parse().unwrap(),
+        path: 0,
+    }
+}
+
+/// An IPv4 packet (UDP protocol number, no real UDP header needed) with `payload`.
+fn ipv4(from: [u8; 4], to: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let total = 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&from);
+    p[16..20].copy_from_slice(&to);
+    p[20..].copy_from_slice(payload);
+    p
+}
+
+struct Pair {
+    dev: Device,
+    cap: Capture,
+    bt: Tunn,
+}
+
+/// A device and a boringtun peer configured for each other. `bt_handshake_limit` gives
+/// boringtun a rate limiter of that many handshakes (0: always under load).
+fn pair_with(psk: Option<[u8; 32]>, bt_handshake_limit: Option<u64>) -> Pair {
+    let dev_key = Key::generate();
+    let bt_secret = x25519::StaticSecret::random_from_rng(rand_core::OsRng);
+    let bt_public = x25519::PublicKey::from(&bt_secret);
+    let bt_limiter = bt_handshake_limit.map(|n| Arc::new(RateLimiter::new(&bt_public, n)));
+    let dev_public = x25519::PublicKey::from(dev_key.public_key().0);
+    let bt = Tunn::new(bt_secret, dev_public, psk, None, 7, bt_limiter).unwrap();
+    let dev = Device::new(1420);
+    dev.apply(
+        &SetRequest {
+            private_key: Some(dev_key),
+            listen_port: Some(51820),
+            fwmark: None,
+            replace_peers: false,
+            peers: vec![PeerUpdate {
+                public_key: Key(*bt_public.as_bytes()),
+                remove: false,
+                update_only: false,
+                preshared_key: psk.map(Key),
+                endpoint: Some(src().addr),
+                persistent_keepalive: None,
+                replace_allowed_ips: true,
+                allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
+            }],
+        },
+        Instant::now(),
+    );
+    Pair {
+        dev,
+        cap: Capture::default(),
+        bt,
+    }
+}
+
+fn pair() -> Pair {
+    pair_with(Some([42u8; 32]), None)
+}
+
+impl Pair {
+    /// mpwg sends `pkt` from its TUN side.
+    fn dev_send(&self, pkt: &[u8], now: Instant) -> Sent {
+        let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
+        self.dev.send_ip_packet(&mut buf, pkt.len(), now, &self.cap)
+    }
+
+    /// mpwg receives a datagram; returns the IP packet for its TUN, if any.
+    fn dev_recv(&self, datagram: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let mut buf = datagram.to_vec();
+        match self.dev.receive(src(), &mut buf, now, &self.cap) {
+            Received::Packet(r) => Some(buf[r].to_vec()),
+            Received::Nothing => None,
+        }
+    }
+
+    /// boringtun receives a datagram. Returns (datagrams it sends back, packets for its TUN).
+    fn bt_recv(&mut self, datagram: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let from = Some(IpAddr::V4(Ipv4Addr::new(192, 168, 50, 1)));
+        let mut out = vec![0u8; 65536];
+        let mut net = Vec::new();
+        let mut tun = Vec::new();
+        let mut input = datagram.to_vec();
+        loop {
+            match self.bt.decapsulate(from, &input, &mut out) {
+                TunnResult::WriteToNetwork(d) => net.push(d.to_vec()),
+                TunnResult::WriteToTunnelV4(p, _) => {
+                    tun.push(p.to_vec());
+                    break;
+                }
+                TunnResult::WriteToTunnelV6(p, _) => {
+                    tun.push(p.to_vec());
+                    break;
+                }
+                TunnResult::Done | TunnResult::Err(_) => break,
+            }
+            input.clear(); // repeated call drains boringtun's queue
+        }
+        (net, tun)
+    }
+
+    fn bt_send(&mut self, pkt: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; 65536];
+        match self.bt.encapsulate(pkt, &mut out) {
+            TunnResult::WriteToNetwork(d) => d.to_vec(),
+            _ => panic!("boringtun did not encapsulate"),
+        }
+    }
+
+    /// Completes a handshake started by mpwg with a packet, and returns what boringtun
+    /// delivered to its TUN.
+    fn handshake_from_mpwg(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let pkt = ipv4(MPWG_IP, BT_IP, b"first packet");
+        assert_eq!(self.dev_send(&pkt, now), Sent::Staged);
+        let sent = self.cap.take();
+        assert_eq!(sent.len(), 1, "one initiation");
+        assert_eq!(sent[0][0], 1);
+        let (resp, _) = self.bt_recv(&sent[0]);
+        assert_eq!(resp.len(), 1, "boringtun answers with a response");
+        assert_eq!(resp[0][0], 2);
+        assert_eq!(self.dev_recv(&resp[0], now), None);
+        let staged = self.cap.take();
+        assert_eq!(staged.len(), 1, "the staged packet goes out after the handshake");
+        let mut delivered = Vec::new();
+        for d in staged {
+            delivered.extend(self.bt_recv(&d).1);
+        }
+        delivered
+    }
+}
+
+#[test]
+fn handshake_started_by_mpwg_then_data_both_ways() {
+    let mut p = pair();
+    let now = Instant::now();
+    let delivered = p.handshake_from_mpwg(now);
+    assert_eq!(delivered, vec![ipv4(MPWG_IP, BT_IP, b"first packet")]);
+
+    let back = ipv4(BT_IP, MPWG_IP, b"reply from boringtun");
+    let d = p.bt_send(&back);
+    assert_eq!(p.dev_recv(&d, now), Some(back));
+
+    for i in 0..50u8 {
+        let pkt = ipv4(MPWG_IP, BT_IP, &vec![i; 1 + usize::from(i) * 20]);
+        assert_eq!(p.dev_send(&pkt, now), Sent::Sent);
+        let out = p.cap.take();
+        assert_eq!(out.len(), 1);
+        assert_eq!(p.bt_recv(&out[0]).1, vec![pkt]);
+    }
+    let snap = p.dev.snapshot();
+    assert!(snap.peers[0].last_handshake.is_some());
+    assert!(snap.peers[0].rx_bytes > 0 && snap.peers[0].tx_bytes > 0);
+}
+
+#[test]
+fn handshake_started_by_boringtun_then_data_both_ways() {
+    let mut p = pair();
+    let now = Instant::now();
+    let mut out = vec![0u8; 256];
+    let init = match p.bt.format_handshake_initiation(&mut out, false) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        _ => panic!("no initiation"),
+    };
+    assert_eq!(p.dev_recv(&init, now), None);
+    let resp = p.cap.take();
+    assert_eq!(resp.len(), 1);
+    assert_eq!(resp[0][0], 2, "mpwg responds");
+    let (keepalive, _) = p.bt_recv(&resp[0]);
+    // boringtun confirms the session with a keepalive or its first data packet.
+    for k in &keepalive {
+        assert_eq!(p.dev_recv(k, now), None);
+    }
+    let pkt = ipv4(BT_IP, MPWG_IP, b"hello mpwg");
+    let d = p.bt_send(&pkt);
+    assert_eq!(p.dev_recv(&d, now), Some(pkt));
+    assert!(p.dev.snapshot().peers[0].last_handshake.is_some());
+
+    let back = ipv4(MPWG_IP, BT_IP, b"hello boringtun");
+    assert_eq!(p.dev_send(&back, now), Sent::Sent);
+    let out = p.cap.take();
+    assert_eq!(p.bt_recv(&out[0]).1, vec![back]);
+}
+
+#[test]
+fn rekey_after_time_makes_a_new_session_that_carries_data() {
+    let mut p = pair();
+    let t0 = Instant::now();
+    p.handshake_from_mpwg(t0);
+    let first_index = p.cap.0.lock().len();
+    assert_eq!(first_index, 0);
+
+    // Past REKEY_AFTER_TIME, the initiator's next packet triggers a new handshake.
+    let later = t0 + REKEY_AFTER_TIME + Duration::from_secs(1);
+    let pkt = ipv4(MPWG_IP, BT_IP, b"old session");
+    assert_eq!(p.dev_send(&pkt, later), Sent::Sent);
+    let out = p.cap.take();
+    assert_eq!(out.len(), 2, "data on the old session, then an initiation");
+    assert_eq!(out[0][0], 4);
+    assert_eq!(out[1][0], 1);
+    let old_receiver = out[0][4..8].to_vec();
+    assert_eq!(p.bt_recv(&out[0]).1, vec![pkt]);
+    let (resp, _) = p.bt_recv(&out[1]);
+    assert_eq!(p.dev_recv(&resp[0], later), None);
+    p.cap.take(); // keepalive on the new session
+
+    let pkt = ipv4(MPWG_IP, BT_IP, b"new session");
+    assert_eq!(p.dev_send(&pkt, later), Sent::Sent);
+    let out = p.cap.take();
+    assert_ne!(out[0][4..8].to_vec(), old_receiver, "a new receiver index");
+    assert_eq!(p.bt_recv(&out[0]).1, vec![pkt]);
+}
+
+#[test]
+fn replayed_packet_is_rejected() {
+    let mut p = pair();
+    let now = Instant::now();
+    p.handshake_from_mpwg(now);
+    let pkt = ipv4(BT_IP, MPWG_IP, b"once only");
+    let d = p.bt_send(&pkt);
+    assert_eq!(p.dev_recv(&d, now), Some(pkt));
+    let before = p.dev.drops.replayed.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(p.dev_recv(&d, now), None);
+    assert_eq!(
+        p.dev.drops.replayed.load(std::sync::atomic::Ordering::Relaxed),
+        before + 1
+    );
+}
+
+#[test]
+fn window_holds_8128_and_rejects_what_is_behind_it() {
+    let mut p = pair();
+    let now = Instant::now();
+    p.handshake_from_mpwg(now);
+    let msgs: Vec<Vec<u8>> = (0..8300u32)
+        .map(|i| p.bt_send(&ipv4(BT_IP, MPWG_IP, &i.to_be_bytes())))
+        .collect();
+    // Deliver the newest first; then one 8000 behind (inside our window, outside
+    // boringtun's 1024), then one 8200 behind.
+    assert!(p.dev_recv(&msgs[8299], now).is_some());
+    assert!(p.dev_recv(&msgs[299], now).is_some(), "8000 behind is accepted");
+    assert!(p.dev_recv(&msgs[99], now).is_none(), "8200 behind is rejected");
+}
+
+#[test]
+fn bad_mac1_is_ignored() {
+    let mut p = pair();
+    let now = Instant::now();
+    let mut out = vec![0u8; 256];
+    let mut init = match p.bt.format_handshake_initiation(&mut out, false) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        _ => panic!("no initiation"),
+    };
+    init[116] ^= 0xff;
+    assert_eq!(p.dev_recv(&init, now), None);
+    assert!(p.cap.take().is_empty(), "no answer to a bad mac1");
+    assert_eq!(p.dev.drops.bad_mac1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(p.dev.snapshot().peers[0].last_handshake.is_none());
+}
+
+#[test]
+fn cookie_round_trip_when_mpwg_is_under_load() {
+    let mut p = pair();
+    let now = Instant::now();
+    p.dev.force_under_load(Some(true));
+    let mut out = vec![0u8; 256];
+    let init = match p.bt.format_handshake_initiation(&mut out, false) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        _ => panic!("no initiation"),
+    };
+    assert_eq!(p.dev_recv(&init, now), None);
+    let reply = p.cap.take();
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0][0], 3, "a cookie reply, not a response");
+    let (nothing, _) = p.bt_recv(&reply[0]);
+    assert!(nothing.is_empty());
+    // boringtun retries; its initiation now carries mac2, which mpwg accepts under load.
+    let init2 = match p.bt.format_handshake_initiation(&mut out, true) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        _ => panic!("no initiation"),
+    };
+    assert_ne!(&init2[132..148], &[0u8; 16], "mac2 set");
+    assert_eq!(p.dev_recv(&init2, now + Duration::from_millis(50)), None);
+    let resp = p.cap.take();
+    assert_eq!(resp.len(), 1);
+    assert_eq!(resp[0][0], 2, "a response this time");
+}
+
+#[test]
+fn cookie_round_trip_when_boringtun_is_under_load() {
+    let mut p = pair_with(None, Some(0));
+    let t0 = Instant::now();
+    assert_eq!(p.dev_send(&ipv4(MPWG_IP, BT_IP, b"x"), t0), Sent::Staged);
+    let init = p.cap.take();
+    let (reply, _) = p.bt_recv(&init[0]);
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0][0], 3, "boringtun answers with a cookie reply");
+    assert_eq!(p.dev_recv(&reply[0], t0), None);
+    // The retry (after REKEY_TIMEOUT) carries mac2, and boringtun responds.
+    let t1 = t0 + Duration::from_secs(6);
+    p.dev.handle_timeout(t1, &p.cap);
+    let init2 = p.cap.take();
+    assert_eq!(init2.len(), 1);
+    assert_eq!(init2[0][0], 1);
+    assert_ne!(&init2[0][132..148], &[0u8; 16], "mac2 set");
+    let (resp, _) = p.bt_recv(&init2[0]);
+    assert_eq!(resp.len(), 1);
+    assert_eq!(resp[0][0], 2, "boringtun responds to an initiation with a valid mac2");
+    assert_eq!(p.dev_recv(&resp[0], t1), None);
+    let staged = p.cap.take();
+    assert_eq!(p.bt_recv(&staged[0]).1, vec![ipv4(MPWG_IP, BT_IP, b"x")]);
+}
+
+#[test]
+fn garbage_never_panics_and_changes_nothing() {
+    let mut p = pair();
+    let now = Instant::now();
+    p.handshake_from_mpwg(now);
+    let mut seed = 0x1234_5678u32;
+    let mut rnd = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for i in 0..20_000 {
+        let len = match i % 5 {
+            0 => 148,
+            1 => 92,
+            2 => 64,
+            3 => 32 + (rnd() % 200) as usize,
+            _ => (rnd() % 300) as usize,
+        };
+        let mut d: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        if !d.is_empty() {
+            d[0] = (i % 5) as u8;
+            if d.len() >= 4 {
+                d[1..4].fill(0);
+            }
+        }
+        assert_eq!(p.dev_recv(&d, now), None);
+    }
+    assert!(p.cap.take().is_empty(), "garbage gets no answer");
+    let pkt = ipv4(BT_IP, MPWG_IP, b"still working");
+    let d = p.bt_send(&pkt);
+    assert_eq!(p.dev_recv(&d, now), Some(pkt));
+}
+
+#[test]
+fn inner_source_outside_allowed_ips_is_dropped() {
+    let mut p = pair();
+    let now = Instant::now();
+    p.handshake_from_mpwg(now);
+    let spoofed = ipv4([10, 9, 9, 9], MPWG_IP, b"spoofed");
+    let d = p.bt_send(&spoofed);
+    assert_eq!(p.dev_recv(&d, now), None);
+    assert_eq!(p.dev.drops.bad_source.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn unrouted_destination_is_not_sent() {
+    let p = pair();
+    let pkt = ipv4(MPWG_IP, [10, 7, 7, 7], b"nowhere");
+    assert_eq!(p.dev_send(&pkt, Instant::now()), Sent::NoRoute);
+    assert!(p.cap.take().is_empty());
+}
