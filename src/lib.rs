@@ -15,6 +15,7 @@ pub mod config;
 pub mod daemon;
 pub mod device;
 pub mod key;
+pub mod netlink;
 pub mod noise;
 pub mod path;
 pub mod peer;
