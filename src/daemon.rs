@@ -1,24 +1,27 @@
-//! The daemon: creates the TUN device, the socket and the UAPI socket, wires them to the
-//! [`Device`], and runs until SIGINT or SIGTERM. Then it removes what it created.
+//! The daemon: creates the TUN device, the path sockets, the UAPI and control sockets,
+//! wires them to the [`Device`], follows link changes through netlink, and runs until
+//! SIGINT or SIGTERM. Then it removes what it created.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::config::{self, ConfigError};
-use crate::device::Device;
-use crate::path::{Source, Transmit};
-use crate::peer::Peer;
+use crate::control::{self, ControlServer, PathRow, Show};
+use crate::device::{Device, Received};
+use crate::ipc::SocketBindError;
+use crate::netlink::{self, Message, NetlinkSocket};
+use crate::path::{PathArg, PathError, Source};
 use crate::session::{HEADROOM, TAILROOM};
+use crate::socket::{Path, PathSocket, Paths, ReceiveMode};
 use crate::tun::{Tun, TunError};
-use crate::uapi::{DeviceSnapshot, SetRequest, UapiBindError, UapiError, UapiHandler, UapiServer};
-use crate::udp::{self, SocketOptions, UdpError};
+use crate::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler, UapiServer};
+use crate::udp::UdpError;
 
 /// What `mpwg up` was asked for.
 #[derive(Debug, Clone)]
@@ -31,6 +34,12 @@ pub struct Options {
     pub mtu: u32,
     /// wg-quick style configuration file.
     pub config: Option<PathBuf>,
+    /// Paths, in the order given. Empty: one unbound socket, as stock WireGuard.
+    pub paths: Vec<PathArg>,
+    /// Which path sockets are read.
+    pub receive: ReceiveMode,
+    /// How long an address seen on a path keeps getting copies.
+    pub endpoint_window: Duration,
 }
 
 /// Why the daemon could not start.
@@ -42,15 +51,21 @@ pub enum DaemonError {
     /// The TUN device.
     #[error(transparent)]
     Tun(#[from] TunError),
-    /// The UDP socket.
+    /// A path socket.
     #[error(transparent)]
     Udp(#[from] UdpError),
     /// The configuration file.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The UAPI socket.
+    /// A path argument.
     #[error(transparent)]
-    Uapi(#[from] UapiBindError),
+    Path(#[from] PathError),
+    /// Interfaces could not be listed.
+    #[error("cannot list interfaces through netlink: {0}")]
+    Netlink(io::Error),
+    /// The UAPI or control socket.
+    #[error(transparent)]
+    Socket(#[from] SocketBindError),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
@@ -69,111 +84,69 @@ fn has_net_admin() -> bool {
         .is_none_or(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
-/// One UDP socket of the tunnel.
-struct PathSocket {
-    sock: UdpSocket,
-    v6: bool,
-    port: u16,
-    closed: AtomicBool,
-    send_errors: AtomicU64,
-}
-
-impl PathSocket {
-    fn open(opts: &SocketOptions) -> Result<PathSocket, UdpError> {
-        let sock = udp::open(opts)?;
-        let local = sock.local_addr().map_err(|e| UdpError::Io {
-            port: opts.port,
-            step: "getsockname()",
-            source: e,
-        })?;
-        Ok(PathSocket {
-            sock,
-            v6: local.is_ipv6(),
-            port: local.port(),
-            closed: AtomicBool::new(false),
-            send_errors: AtomicU64::new(0),
-        })
-    }
-
-    fn send(&self, dst: SocketAddr, d: &[u8]) -> bool {
-        match self.sock.send_to(d, udp::destination(self.v6, dst)) {
-            Ok(_) => true,
-            Err(e) => {
-                let n = self.send_errors.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() || n == 0 {
-                    tracing::warn!(%dst, errors = n + 1, "send failed: {e}");
-                }
-                false
-            }
-        }
-    }
-}
-
-/// The network side: the tunnel's socket(s), as the device's [`Transmit`].
-struct Net {
-    socket: RwLock<Arc<PathSocket>>,
-}
-
-impl Transmit for Net {
-    fn send_to_peer(&self, peer: &Peer, d: &[u8]) -> bool {
-        match peer.endpoint_addr() {
-            Some(ep) => self.socket.read().send(ep, d),
-            None => false,
-        }
-    }
-
-    fn send_to(&self, dst: Source, d: &[u8]) -> bool {
-        self.socket.read().send(dst.addr, d)
-    }
-}
-
 /// Everything a running tunnel shares between its threads.
 struct Tunnel {
+    name: String,
     device: Arc<Device>,
-    net: Arc<Net>,
+    paths: Arc<Paths>,
     tun: Arc<Tun>,
+    receive: ReceiveMode,
     /// Serialises `set` requests, so a port change and the rest apply together.
     set_lock: Mutex<()>,
 }
 
 impl Tunnel {
-    fn spawn_receiver(self: &Arc<Self>, sock: Arc<PathSocket>) {
+    fn spawn_receiver(self: &Arc<Self>, path: Arc<Path>, sock: Arc<PathSocket>) {
+        if self.receive == ReceiveMode::Primary && path.id != 0 {
+            return;
+        }
         let t = self.clone();
         thread::Builder::new()
-            .name(format!("mpwg-rx-{}", sock.port))
-            .spawn(move || t.receive_loop(&sock))
+            .name(format!("mpwg-rx-{}", path.label()))
+            .spawn(move || t.receive_loop(&path, &sock))
             .expect("spawning a thread");
     }
 
-    fn receive_loop(&self, sock: &PathSocket) {
+    fn receive_loop(&self, path: &Path, sock: &PathSocket) {
         let mut buf = vec![0u8; 65536];
         while !sock.closed.load(Ordering::Relaxed) {
-            let (n, from) = match sock.sock.recv_from(&mut buf) {
+            let (n, from) = match sock.recv_from(&mut buf) {
                 Ok(x) => x,
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
                     ) =>
                 {
                     continue
                 }
                 Err(e) => {
-                    tracing::warn!(port = sock.port, "receive failed: {e}");
+                    tracing::warn!(path = path.label(), "receive failed: {e}");
                     thread::sleep(Duration::from_millis(10));
                     continue;
                 }
             };
+            self.paths.count_rx(path, n);
             let src = Source {
-                addr: udp::canonical(from),
-                path: 0,
+                addr: from,
+                path: path.id,
             };
-            if let crate::device::Received::Packet(r) =
-                self.device.receive(src, &mut buf[..n], Instant::now(), &*self.net)
+            match self
+                .device
+                .receive(src, &mut buf[..n], Instant::now(), &*self.paths)
             {
-                if let Err(e) = self.tun.write(&buf[r]) {
-                    tracing::debug!("TUN write failed: {e}");
+                Received::Packet(r) => {
+                    path.stats.wins.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = self.tun.write(&buf[r]) {
+                        tracing::debug!("TUN write failed: {e}");
+                    }
                 }
+                Received::Duplicate => {
+                    path.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                Received::Nothing => {}
             }
         }
     }
@@ -190,30 +163,145 @@ impl Tunnel {
                     continue;
                 }
             };
-            self.device.send_ip_packet(&mut buf, n, Instant::now(), &*self.net);
+            self.device
+                .send_ip_packet(&mut buf, n, Instant::now(), &*self.paths);
         }
     }
 
     fn timer_loop(&self) {
         loop {
             thread::sleep(Duration::from_millis(50));
-            self.device.handle_timeout(Instant::now(), &*self.net);
+            self.device.handle_timeout(Instant::now(), &*self.paths);
         }
     }
 
-    /// Opens a socket on `port` and swaps it in for the old one.
-    fn rebind(self: &Arc<Self>, port: u16, fwmark: u32) -> Result<u16, UdpError> {
-        let sock = Arc::new(PathSocket::open(&SocketOptions {
-            port,
-            fwmark,
-            ..Default::default()
-        })?);
-        let actual = sock.port;
-        let old = std::mem::replace(&mut *self.net.socket.write(), sock.clone());
-        old.closed.store(true, Ordering::Relaxed);
-        self.spawn_receiver(sock);
-        tracing::info!(port = actual, "listening");
-        Ok(actual)
+    /// Follows link and address changes of the path interfaces.
+    fn netlink_loop(&self, sock: NetlinkSocket) {
+        loop {
+            let msgs = match sock.recv() {
+                Ok(m) => m,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // ENOBUFS: events were lost; resynchronise from a fresh dump.
+                    tracing::debug!("netlink: {e}; re-reading link states");
+                    self.sync_link_states();
+                    continue;
+                }
+            };
+            for m in msgs {
+                match m {
+                    Message::NewLink(link) => {
+                        self.link_changed(link.index, link.is_up(), &link.name)
+                    }
+                    Message::DelLink(link)
+                        if self.paths.set_link_state(link.index, false).is_some() =>
+                    {
+                        tracing::warn!(path = %link.name, "path interface {} was removed: path down", link.name);
+                    }
+                    Message::NewAddr(index, addr) | Message::DelAddr(index, addr) => {
+                        if let Some(p) = self
+                            .paths
+                            .all()
+                            .iter()
+                            .find(|p| p.iface.as_ref().is_some_and(|i| i.index == index))
+                        {
+                            tracing::info!(path = p.label(), %addr, "address change on path {}: the socket follows it", p.label());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn link_changed(&self, index: u32, up: bool, name: &str) {
+        if let Some(p) = self.paths.set_link_state(index, up) {
+            if up {
+                tracing::info!(
+                    path = p.label(),
+                    "path interface {name} is up: sending on it again"
+                );
+            } else {
+                tracing::warn!(
+                    path = p.label(),
+                    "path interface {name} is down: not sending on it"
+                );
+            }
+        }
+    }
+
+    fn sync_link_states(&self) {
+        if let Ok(list) = netlink::interfaces() {
+            for i in list {
+                self.link_changed(i.link.index, i.link.is_up(), &i.link.name);
+            }
+        }
+    }
+
+    /// What `mpwg show` prints.
+    fn show(&self) -> String {
+        let now = Instant::now();
+        let ifaces = netlink::interfaces().unwrap_or_default();
+        let peers = self.device.peers();
+        let paths = self
+            .paths
+            .all()
+            .iter()
+            .map(|p| {
+                let s = &p.stats;
+                let mut endpoints = Vec::new();
+                for peer in &peers {
+                    for a in peer
+                        .endpoints
+                        .lock()
+                        .destinations(p.id, now, self.paths.window)
+                        .iter()
+                    {
+                        if !endpoints.contains(&a) {
+                            endpoints.push(a);
+                        }
+                    }
+                }
+                let local = p
+                    .iface
+                    .as_ref()
+                    .and_then(|i| ifaces.iter().find(|x| x.link.index == i.index))
+                    .map(|x| x.addresses.iter().map(|a| a.to_string()).collect())
+                    .unwrap_or_default();
+                PathRow {
+                    iface: p.label().to_string(),
+                    index: p.iface.as_ref().map(|i| i.index),
+                    state: if p.is_up() { "up" } else { "down" },
+                    local,
+                    endpoints,
+                    tx_packets: s.tx_packets.load(Ordering::Relaxed),
+                    tx_bytes: s.tx_bytes.load(Ordering::Relaxed),
+                    rx_packets: s.rx_packets.load(Ordering::Relaxed),
+                    rx_bytes: s.rx_bytes.load(Ordering::Relaxed),
+                    send_errors: s.send_errors.load(Ordering::Relaxed),
+                    last_rx: self.paths.since_last_rx(p),
+                    wins: s.wins.load(Ordering::Relaxed),
+                    duplicates: s.duplicates.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        control::format_show(&Show {
+            name: self.name.clone(),
+            listen_port: self.paths.port(),
+            mode: "duplicate",
+            receive: match self.receive {
+                ReceiveMode::All => "all",
+                ReceiveMode::Primary => "primary",
+            },
+            paths,
+        })
     }
 }
 
@@ -224,23 +312,26 @@ impl UapiHandler for Arc<Tunnel> {
 
     fn set(&self, mut req: SetRequest) -> Result<(), UapiError> {
         let _guard = self.set_lock.lock();
-        let current = self.net.socket.read().port;
+        let current = self.paths.port();
         if let Some(port) = req.listen_port {
             if port != current || port == 0 {
                 let fwmark = req.fwmark.unwrap_or_else(|| self.device.fwmark());
-                let actual = self.rebind(port, fwmark).map_err(|e| UapiError {
+                let fresh = self.paths.rebind(port, fwmark).map_err(|e| UapiError {
                     errno: match e {
                         UdpError::PortInUse(_) => libc::EADDRINUSE,
                         _ => libc::EIO,
                     },
                     message: e.to_string(),
                 })?;
-                req.listen_port = Some(actual);
+                for (path, sock) in fresh {
+                    self.spawn_receiver(path, sock);
+                }
+                req.listen_port = Some(self.paths.port());
+                tracing::info!(port = self.paths.port(), "listen port changed");
             }
         }
         if let Some(mark) = req.fwmark {
-            let s = self.net.socket.read().clone();
-            udp::set_fwmark(&s.sock, mark).map_err(|e| UapiError {
+            self.paths.set_fwmark(mark).map_err(|e| UapiError {
                 errno: e.raw_os_error().unwrap_or(libc::EIO),
                 message: format!("setting fwmark {mark}: {e}"),
             })?;
@@ -266,33 +357,45 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         }
         initial = parsed.request;
     }
+    let interfaces = netlink::interfaces().map_err(DaemonError::Netlink)?;
+    let ifaces = crate::path::resolve(&opts.paths, &interfaces)?;
     if !has_net_admin() {
         return Err(DaemonError::NotPermitted(opts.name.clone()));
     }
     let port = opts.listen_port.or(initial.listen_port).unwrap_or(0);
     let fwmark = initial.fwmark.unwrap_or(0);
     let tun = Arc::new(Tun::create(&opts.name, opts.mtu)?);
-    let sock = Arc::new(PathSocket::open(&SocketOptions {
-        port,
-        fwmark,
-        ..Default::default()
-    })?);
-    initial.listen_port = Some(sock.port);
+    let mut paths = Paths::open(&ifaces, port, fwmark)?;
+    paths.window = opts.endpoint_window;
+    let paths = Arc::new(paths);
+    initial.listen_port = Some(paths.port());
     let device = Arc::new(Device::new(opts.mtu as usize));
     device.apply(&initial, Instant::now());
     let tunnel = Arc::new(Tunnel {
+        name: opts.name.clone(),
         device,
-        net: Arc::new(Net {
-            socket: RwLock::new(sock.clone()),
-        }),
+        paths,
         tun,
+        receive: opts.receive,
         set_lock: Mutex::new(()),
     });
     let uapi = UapiServer::bind(&opts.name)?;
-    let mut signals =
-        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]).map_err(DaemonError::Signals)?;
+    let control = ControlServer::bind(&opts.name)?;
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
+        .map_err(DaemonError::Signals)?;
+    let events = NetlinkSocket::open(true).map_err(DaemonError::Netlink)?;
 
-    tunnel.spawn_receiver(sock.clone());
+    for i in &interfaces {
+        tunnel.link_changed(i.link.index, i.link.is_up(), &i.link.name);
+    }
+    for p in tunnel.paths.all() {
+        tunnel.spawn_receiver(p.clone(), p.socket());
+    }
+    let t = tunnel.clone();
+    thread::Builder::new()
+        .name("mpwg-netlink".into())
+        .spawn(move || t.netlink_loop(events))
+        .expect("spawning a thread");
     for (name, f) in [
         ("mpwg-tun", Tunnel::tun_loop as fn(&Tunnel)),
         ("mpwg-timers", Tunnel::timer_loop as fn(&Tunnel)),
@@ -304,15 +407,20 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
             .expect("spawning a thread");
     }
     uapi.serve(Arc::new(tunnel.clone()));
+    let t = tunnel.clone();
+    control.serve(Arc::new(move || t.show()));
+    let labels: Vec<&str> = tunnel.paths.all().iter().map(|p| p.label()).collect();
     tracing::info!(
         device = %opts.name,
-        port = sock.port,
+        port = tunnel.paths.port(),
+        paths = ?labels,
         uapi = %uapi.path().display(),
         "ready"
     );
 
     let sig = signals.forever().next();
     tracing::info!(device = %opts.name, signal = ?sig, "shutting down");
+    drop(control);
     drop(uapi);
     Ok(())
 }

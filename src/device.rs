@@ -85,6 +85,8 @@ pub struct DropCounters {
 pub enum Received {
     /// An IP packet at this range of the buffer: write it to the TUN.
     Packet(Range<usize>),
+    /// A copy of a data packet already received (on another path, typically).
+    Duplicate,
     /// Handled (handshake, keepalive, cookie) or dropped: nothing for the TUN.
     Nothing,
 }
@@ -169,7 +171,10 @@ impl Device {
     /// Every peer, in configuration order.
     pub fn peers(&self) -> Vec<Arc<Peer>> {
         let c = self.config.read();
-        c.order.iter().filter_map(|k| c.peers.get(k).cloned()).collect()
+        c.order
+            .iter()
+            .filter_map(|k| c.peers.get(k).cloned())
+            .collect()
     }
 
     fn under_load(&self, now: Instant) -> bool {
@@ -397,7 +402,9 @@ impl Device {
             MacCheck::Mac1Only if under_load => {
                 let reply = checker.reply(msg, src.addr, now);
                 drop(config);
-                self.drops.cookie_replies_sent.fetch_add(1, Ordering::Relaxed);
+                self.drops
+                    .cookie_replies_sent
+                    .fetch_add(1, Ordering::Relaxed);
                 tx.send_to(src, &reply);
                 return;
             }
@@ -436,7 +443,10 @@ impl Device {
         src: Source,
         msg: &[u8],
         now: Instant,
-    ) -> Option<(Arc<Peer>, Option<[u8; crate::noise::messages::RESPONSE_LEN]>)> {
+    ) -> Option<(
+        Arc<Peer>,
+        Option<[u8; crate::noise::messages::RESPONSE_LEN]>,
+    )> {
         let mut found: Option<Arc<Peer>> = None;
         let consumed = handshake::consume_initiation(keys, msg, |pk| {
             let peer = config.peers.get(&Key(*pk))?;
@@ -476,7 +486,7 @@ impl Device {
         hs.timers.on_authenticated_received(now);
         hs.timers.on_authenticated_sent(now);
         drop(hs);
-        peer.saw_source(src);
+        peer.saw_source(src, now);
         peer.count_rx(msg.len());
         tracing::debug!(peer = %peer.public_key.short(), from = %src.addr, "handshake initiation received, responding");
         Some((peer, Some(resp)))
@@ -488,7 +498,10 @@ impl Device {
         src: Source,
         msg: &[u8],
         now: Instant,
-    ) -> Option<(Arc<Peer>, Option<[u8; crate::noise::messages::RESPONSE_LEN]>)> {
+    ) -> Option<(
+        Arc<Peer>,
+        Option<[u8; crate::noise::messages::RESPONSE_LEN]>,
+    )> {
         let receiver = handshake::response_receiver(msg);
         let peer = match self.index.read().get(&receiver) {
             Some(IndexEntry::Handshake(p)) => p.clone(),
@@ -509,7 +522,7 @@ impl Device {
         hs.sent_lastminute_handshake = false;
         drop(hs);
         *peer.last_handshake.lock() = Some(SystemTime::now());
-        peer.saw_source(src);
+        peer.saw_source(src, now);
         peer.count_rx(msg.len());
         tracing::info!(peer = %peer.public_key.short(), endpoint = %src.addr, "handshake complete (we initiated)");
         Some((peer, None))
@@ -538,7 +551,13 @@ impl Device {
         }
     }
 
-    fn receive_data(&self, src: Source, buf: &mut [u8], now: Instant, tx: &dyn Transmit) -> Received {
+    fn receive_data(
+        &self,
+        src: Source,
+        buf: &mut [u8],
+        now: Instant,
+        tx: &dyn Transmit,
+    ) -> Received {
         let entry = self.index.read().get(&le32(buf, 4)).cloned();
         let Some(IndexEntry::Session(peer, session)) = entry else {
             self.drops.unknown_index.fetch_add(1, Ordering::Relaxed);
@@ -552,7 +571,13 @@ impl Device {
             Ok(r) => r,
             Err(crate::session::OpenError::Replay) => {
                 self.drops.replayed.fetch_add(1, Ordering::Relaxed);
-                return Received::Nothing;
+                // A path whose copies always lose the race still learns where the peer
+                // sends from; at most one decryption per path and second.
+                let learn = peer.endpoints.lock().wants_refresh(src.path, src.addr, now);
+                if learn && session.authenticate_recent_copy(buf) {
+                    peer.saw_source(src, now);
+                }
+                return Received::Duplicate;
             }
             Err(_) => {
                 self.drops.bad_data.fetch_add(1, Ordering::Relaxed);
@@ -560,7 +585,7 @@ impl Device {
             }
         };
         peer.count_rx(datagram_len);
-        peer.saw_source(src);
+        peer.saw_source(src, now);
         let confirmed = self.confirm_if_next(&peer, &session);
         let late_rekey = {
             let mut hs = peer.handshake.lock();
@@ -738,7 +763,7 @@ impl Device {
                 }
             }
             if let Some(ep) = u.endpoint {
-                peer.endpoint.lock().addr = Some(ep);
+                peer.endpoints.lock().set_configured(ep);
             }
             if u.replace_allowed_ips {
                 c.allowed.remove_where(|p| Arc::ptr_eq(p, &peer));

@@ -2,8 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use mpwg::path::PathArg;
+use mpwg::socket::ReceiveMode;
 
 /// mpwg: a multi-path WireGuard gateway.
 #[derive(Parser)]
@@ -11,6 +15,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which path sockets are read.
+#[derive(Clone, Copy, ValueEnum)]
+enum Receive {
+    /// Every path (default): a stock peer answers wherever its first copy came from.
+    All,
+    /// Only the first path, as a single-socket design would.
+    Primary,
 }
 
 #[derive(Subcommand)]
@@ -29,9 +42,29 @@ enum Command {
         /// wg-quick style configuration file ([Interface] and [Peer] sections).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A path by interface name; repeat for several. Every packet goes out on every
+        /// path. Without any path, one unbound socket, as stock WireGuard.
+        #[arg(long = "path", value_name = "IFACE")]
+        path: Vec<String>,
+        /// A path by interface index; mixes with --path in the order given.
+        #[arg(long = "path-index", value_name = "INDEX")]
+        path_index: Vec<u32>,
+        /// Which path sockets are read.
+        #[arg(long, value_enum, default_value_t = Receive::All)]
+        receive: Receive,
+        /// Seconds an address the peer was seen at on a path keeps getting copies.
+        #[arg(long, default_value_t = 15)]
+        endpoint_window: u64,
         /// More logging: -v for events, -vv for debugging, -vvv for every packet.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
+    },
+    /// Lists network interfaces: index, name, MTU, state and addresses.
+    Interfaces,
+    /// Shows the paths of a running mpwg device: state, endpoints and counters.
+    Show {
+        /// Interface name.
+        name: String,
     },
 }
 
@@ -51,30 +84,74 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// The path arguments in the order they were given, names and indices mixed.
+fn ordered_paths(up: &ArgMatches, names: &[String], indices: &[u32]) -> Vec<PathArg> {
+    let mut all: Vec<(usize, PathArg)> = Vec::new();
+    if let Some(pos) = up.indices_of("path") {
+        all.extend(pos.zip(names).map(|(i, n)| (i, PathArg::Name(n.clone()))));
+    }
+    if let Some(pos) = up.indices_of("path_index") {
+        all.extend(pos.zip(indices).map(|(i, x)| (i, PathArg::Index(*x))));
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, p)| p).collect()
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("mpwg: error: {e}");
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Up {
             name,
             listen_port,
             mtu,
             config,
+            path,
+            path_index,
+            receive,
+            endpoint_window,
             verbose,
         } => {
             init_logging(verbose);
+            let up = matches.subcommand_matches("up").expect("the up subcommand");
             let opts = mpwg::daemon::Options {
                 name,
                 listen_port,
                 mtu,
                 config,
+                paths: ordered_paths(up, &path, &path_index),
+                receive: match receive {
+                    Receive::All => ReceiveMode::All,
+                    Receive::Primary => ReceiveMode::Primary,
+                },
+                endpoint_window: Duration::from_secs(endpoint_window),
             };
             match mpwg::daemon::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("mpwg: error: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => fail(e),
             }
         }
+        Command::Interfaces => match mpwg::netlink::interfaces() {
+            Ok(list) => {
+                print!("{}", mpwg::netlink::format_interfaces(&list));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("cannot list interfaces through netlink: {e}")),
+        },
+        Command::Show { name } => match mpwg::control::query(&name, "show") {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
     }
 }

@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
@@ -134,7 +133,10 @@ fn parse_link(body: &[u8]) -> Option<Link> {
     for (kind, payload) in attrs(body.get(IFINFOMSG..)?) {
         match kind {
             IFLA_IFNAME => {
-                let end = payload.iter().position(|&c| c == 0).unwrap_or(payload.len());
+                let end = payload
+                    .iter()
+                    .position(|&c| c == 0)
+                    .unwrap_or(payload.len());
                 link.name = String::from_utf8_lossy(&payload[..end]).into_owned();
             }
             IFLA_MTU => link.mtu = u32_at(payload, 0).unwrap_or(0),
@@ -336,11 +338,7 @@ pub fn format_interfaces(list: &[Interface]) -> String {
         "INDEX", "NAME", "MTU", "ADMIN", "CARRIER", "ADDRESSES"
     );
     for i in list {
-        let addrs: Vec<String> = i
-            .addresses
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
+        let addrs: Vec<String> = i.addresses.iter().map(|c| c.to_string()).collect();
         s.push_str(&format!(
             "{:<6} {:<16} {:<6} {:<6} {:<8} {}\n",
             i.link.index,
@@ -434,7 +432,10 @@ mod tests {
     fn lists_loopback() {
         // Every network namespace has lo at index 1.
         let list = interfaces().expect("netlink dump");
-        let lo = list.iter().find(|i| i.link.name == "lo").expect("lo listed");
+        let lo = list
+            .iter()
+            .find(|i| i.link.name == "lo")
+            .expect("lo listed");
         assert_eq!(lo.link.index, 1);
         assert!(format_interfaces(&list).contains("lo"));
     }

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::endpoint::Endpoints;
 use crate::key::Key;
 use crate::noise::cookie::CookieState;
 use crate::noise::handshake::InitiatorState;
@@ -61,15 +62,6 @@ pub struct HandshakeState {
     pub sent_lastminute_handshake: bool,
 }
 
-/// Where the peer is reached, and where it was last heard from.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Endpoint {
-    /// The address packets go to.
-    pub addr: Option<SocketAddr>,
-    /// The path the last authenticated packet arrived on.
-    pub last_source: Option<Source>,
-}
-
 /// A configured peer.
 pub struct Peer {
     /// The peer's static public key.
@@ -78,8 +70,8 @@ pub struct Peer {
     pub handshake: Mutex<HandshakeState>,
     /// Session slots.
     pub sessions: RwLock<Sessions>,
-    /// Endpoint.
-    pub endpoint: Mutex<Endpoint>,
+    /// Where the peer is reached, per path.
+    pub endpoints: Mutex<Endpoints>,
     /// Packets waiting for a session: whole buffers with headroom, and the packet length.
     pub staged: Mutex<VecDeque<(Vec<u8>, usize)>>,
     /// Bytes received from this peer (whole datagrams, as wg counts them).
@@ -113,7 +105,7 @@ impl Peer {
                 sent_lastminute_handshake: false,
             }),
             sessions: RwLock::new(Sessions::default()),
-            endpoint: Mutex::new(Endpoint::default()),
+            endpoints: Mutex::new(Endpoints::default()),
             staged: Mutex::new(VecDeque::new()),
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
@@ -121,16 +113,14 @@ impl Peer {
         }
     }
 
-    /// The address packets go to.
+    /// The address `wg show` reports as the endpoint.
     pub fn endpoint_addr(&self) -> Option<SocketAddr> {
-        self.endpoint.lock().addr
+        self.endpoints.lock().current()
     }
 
     /// Records where an authenticated packet came from: the peer roams there.
-    pub fn saw_source(&self, src: Source) {
-        let mut e = self.endpoint.lock();
-        e.addr = Some(src.addr);
-        e.last_source = Some(src);
+    pub fn saw_source(&self, src: Source, now: Instant) {
+        self.endpoints.lock().record(src.path, src.addr, now);
     }
 
     /// The session to send with, if one is usable at `now`.

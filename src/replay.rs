@@ -42,6 +42,11 @@ impl ReplayWindow {
         self.bitmap[block] & (1u64 << (c & 63)) != 0
     }
 
+    /// One more than the greatest counter committed (0 if none).
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// Records `counter`. Returns false (and records nothing) if it was already seen or is
     /// too old.
     pub fn commit(&mut self, counter: u64) -> bool {

@@ -224,7 +224,10 @@ mod tests {
         let now = Instant::now();
         t.on_data_sent(now);
         assert!(!t.expired(now + KEEPALIVE_TIMEOUT).new_handshake);
-        assert!(t.expired(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + MAX_JITTER).new_handshake);
+        assert!(
+            t.expired(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + MAX_JITTER)
+                .new_handshake
+        );
         t.on_data_sent(now);
         t.on_authenticated_received(now + Duration::from_secs(1));
         assert_eq!(t.next_deadline(), None);
@@ -237,7 +240,13 @@ mod tests {
         t.set_persistent_interval(25, now);
         assert!(t.expired(now).persistent_keepalive);
         t.on_authenticated_sent(now);
-        assert!(!t.expired(now + Duration::from_secs(24)).persistent_keepalive);
-        assert!(t.expired(now + Duration::from_secs(25)).persistent_keepalive);
+        assert!(
+            !t.expired(now + Duration::from_secs(24))
+                .persistent_keepalive
+        );
+        assert!(
+            t.expired(now + Duration::from_secs(25))
+                .persistent_keepalive
+        );
     }
 }

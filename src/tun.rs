@@ -47,7 +47,9 @@ pub fn check_name(name: &str) -> Result<(), TunError> {
         && name.len() < libc::IFNAMSIZ
         && name != "."
         && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0);
     if ok {
         Ok(())
     } else {
@@ -125,7 +127,10 @@ impl Tun {
         // SAFETY: socket() has no memory arguments; the result is checked below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
-            return Err(err("opening a socket to set the MTU", io::Error::last_os_error()));
+            return Err(err(
+                "opening a socket to set the MTU",
+                io::Error::last_os_error(),
+            ));
         }
         // SAFETY: fd was just returned by socket() and is owned by nothing else.
         let sock = unsafe { OwnedFd::from_raw_fd(fd) };

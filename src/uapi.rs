@@ -13,17 +13,15 @@
 //! malformed request changes nothing.
 
 use std::fmt::{self, Write as _};
-use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cidr::Cidr;
+pub use crate::ipc::SocketBindError;
+use crate::ipc::SocketServer;
 use crate::key::Key;
 
 /// The directory `wg(8)` looks in for userspace devices' sockets.
@@ -599,90 +597,11 @@ pub fn socket_path(name: &str) -> PathBuf {
 }
 
 /// Why the UAPI socket could not be created.
-#[derive(Debug, thiserror::Error)]
-pub enum UapiBindError {
-    /// The name cannot be an interface name.
-    #[error("{0:?} is not a valid interface name (1 to 15 characters, no '/', ':' or whitespace)")]
-    InvalidName(String),
-    /// The socket directory could not be created.
-    #[error("cannot create the UAPI socket directory {}: {source}", path.display())]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
-    /// A server already answers on the socket.
-    #[error(
-        "device {name} already has a UAPI socket at {}: is another mpwg or wireguard-go running for it?",
-        path.display()
-    )]
-    InUse {
-        /// The device name.
-        name: String,
-        /// The socket path.
-        path: PathBuf,
-    },
-    /// Something other than a socket sits at the socket path.
-    #[error("{} exists and is not a socket; move it away so the UAPI socket can be created there", path.display())]
-    NotASocket {
-        /// The path.
-        path: PathBuf,
-    },
-    /// The socket could not be created (or a stale one removed).
-    #[error("cannot create the UAPI socket {}: {source}", path.display())]
-    Bind {
-        /// The socket path.
-        path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
-    },
-}
+pub type UapiBindError = SocketBindError;
 
 /// The listening UAPI socket of one device. Dropping it removes the socket file.
-pub struct UapiServer {
-    path: PathBuf,
-    listener: Arc<UnixListener>,
-    /// Device and inode of the socket file we created, so we never remove another's.
-    identity: (u64, u64),
-    stop: Arc<AtomicBool>,
-    serving: AtomicBool,
-}
-
-impl fmt::Debug for UapiServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UapiServer")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Linux's rules for an interface name (`dev_valid_name`).
-fn valid_interface_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() < 16
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-}
-
-/// Binds at `staged`, makes the socket 0600, moves it to `path`; returns the listener
-/// and the socket file's device and inode.
-fn bind_staged(staged: &Path, path: &Path) -> io::Result<(UnixListener, (u64, u64))> {
-    let listener = UnixListener::bind(staged)?;
-    fs::set_permissions(staged, fs::Permissions::from_mode(0o600))?;
-    fs::rename(staged, path)?;
-    let meta = fs::symlink_metadata(path)?;
-    Ok((listener, (meta.dev(), meta.ino())))
-}
-
-/// Removes the staging directory and whatever socket is left in it.
-fn remove_staging(dir: &Path, sock: &Path) {
-    let _ = fs::remove_file(sock);
-    let _ = fs::remove_dir(dir);
-}
+#[derive(Debug)]
+pub struct UapiServer(SocketServer);
 
 impl UapiServer {
     /// Creates `/var/run/wireguard/NAME.sock` (see [`UapiServer::bind_in`]).
@@ -690,164 +609,37 @@ impl UapiServer {
         UapiServer::bind_in(Path::new(SOCKET_DIR), name)
     }
 
-    /// Creates the socket `DIR/NAME.sock`, mode 0600, creating `dir` (mode 0755) if
-    /// missing. Refuses if a server answers on that socket already; removes a stale
-    /// socket file left by a process that died.
-    ///
-    /// The socket is bound in a private directory, made 0600, and only then moved into
-    /// place, so no other user can connect in between, whatever the umask.
+    /// Creates the socket `DIR/NAME.sock` (see [`SocketServer::bind_in`]).
     pub fn bind_in(dir: &Path, name: &str) -> Result<UapiServer, UapiBindError> {
-        if !valid_interface_name(name) {
-            return Err(UapiBindError::InvalidName(name.to_string()));
-        }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|source| UapiBindError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        let path = dir.join(format!("{name}.sock"));
-        let bind_err = |source| UapiBindError::Bind {
-            path: path.clone(),
-            source,
-        };
-
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if !meta.file_type().is_socket() => {
-                return Err(UapiBindError::NotASocket { path });
-            }
-            Ok(_) => {
-                match UnixStream::connect(&path) {
-                    Ok(_) => {
-                        return Err(UapiBindError::InUse {
-                            name: name.to_string(),
-                            path,
-                        });
-                    }
-                    // Nobody listens: a socket left behind by a process that died.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                    // Anything else (no permission, say): do not guess, do not remove.
-                    Err(e) => return Err(bind_err(e)),
-                }
-                tracing::info!("removing stale UAPI socket {}", path.display());
-                match fs::remove_file(&path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(bind_err(e)),
-                    _ => {}
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(bind_err(e)),
-        }
-
-        let staging = dir.join(format!(".{name}.sock.{}.tmp", std::process::id()));
-        let staged = staging.join("sock");
-        remove_staging(&staging, &staged);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&staging)
-            .map_err(bind_err)?;
-        let result = bind_staged(&staged, &path);
-        remove_staging(&staging, &staged);
-        let (listener, identity) = result.map_err(bind_err)?;
-
-        Ok(UapiServer {
-            path,
-            listener: Arc::new(listener),
-            identity,
-            stop: Arc::new(AtomicBool::new(false)),
-            serving: AtomicBool::new(false),
-        })
+        SocketServer::bind_in(dir, name, "sock", "UAPI socket").map(UapiServer)
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
-    /// True while the socket file is still the one this server created. The
-    /// cross-platform spec asks a daemon to shut down when its socket file is deleted.
+    /// True while the socket file is still the one this server created.
     pub fn socket_file_present(&self) -> bool {
-        fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity)
+        self.0.socket_file_present()
     }
 
-    /// Serves clients in a background thread, each connection in a thread of its own,
-    /// until the server is dropped. A second call does nothing. If no thread can be
-    /// started (the process is out of threads), the failure is logged and no one is
-    /// served.
+    /// Serves `wg(8)` clients in background threads until the server is dropped.
     pub fn serve(&self, handler: Arc<dyn UapiHandler>) {
-        if self.serving.swap(true, Ordering::SeqCst) {
-            tracing::warn!("UAPI socket {} is already served", self.path.display());
-            return;
-        }
-        let listener = Arc::clone(&self.listener);
-        let stop = Arc::clone(&self.stop);
-        let name = format!("UAPI socket {}", self.path.display());
-        let spawned = std::thread::Builder::new()
-            .name("uapi-accept".to_string())
-            .spawn(move || accept_loop(&listener, &stop, handler, &name));
-        if let Err(e) = spawned {
-            self.serving.store(false, Ordering::SeqCst);
-            tracing::error!(
-                "cannot start the thread serving {}: {e}; wg(8) will get no answer",
-                self.path.display()
-            );
-        }
-    }
-}
-
-/// Accepts clients until `stop` is set.
-fn accept_loop(
-    listener: &UnixListener,
-    stop: &AtomicBool,
-    handler: Arc<dyn UapiHandler>,
-    name: &str,
-) {
-    loop {
-        let accepted = listener.accept();
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        match accepted {
-            Ok((stream, _)) => {
-                let conn_handler = Arc::clone(&handler);
-                let spawned = std::thread::Builder::new()
-                    .name("uapi-conn".to_string())
-                    .spawn(move || handle_connection(stream, &*conn_handler));
-                if let Err(e) = spawned {
-                    tracing::warn!("{name}: cannot start a thread for a client: {e}");
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // Out of file descriptors, most likely: wait rather than spin.
-                tracing::warn!("{name}: accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
-impl Drop for UapiServer {
-    fn drop(&mut self) {
-        let ours = self.socket_file_present();
-        self.stop.store(true, Ordering::SeqCst);
-        if ours && self.serving.load(Ordering::SeqCst) {
-            // Wake the accept thread so it sees `stop` and ends.
-            let _ = UnixStream::connect(&self.path);
-        }
-        if ours {
-            let _ = fs::remove_file(&self.path);
-        }
+        self.0
+            .serve(Arc::new(move |stream| handle_connection(stream, &*handler)));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io::Cursor;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
     use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering;
     use std::sync::Mutex;
 
     fn hex(b: u8) -> String {

@@ -27,7 +27,10 @@ struct Capture(Mutex<Vec<Vec<u8>>>);
 
 impl Transmit for Capture {
     fn send_to_peer(&self, peer: &Peer, d: &[u8]) -> bool {
-        assert!(peer.endpoint_addr().is_some(), "sent to a peer with no endpoint");
+        assert!(
+            peer.endpoint_addr().is_some(),
+            "sent to a peer with no endpoint"
+        );
         self.0.lock().push(d.to_vec());
         true
     }
@@ -123,7 +126,7 @@ impl Pair {
         let mut buf = datagram.to_vec();
         match self.dev.receive(src(), &mut buf, now, &self.cap) {
             Received::Packet(r) => Some(buf[r].to_vec()),
-            Received::Nothing => None,
+            Received::Nothing | Received::Duplicate => None,
         }
     }
 
@@ -173,7 +176,11 @@ impl Pair {
         assert_eq!(resp[0][0], 2);
         assert_eq!(self.dev_recv(&resp[0], now), None);
         let staged = self.cap.take();
-        assert_eq!(staged.len(), 1, "the staged packet goes out after the handshake");
+        assert_eq!(
+            staged.len(),
+            1,
+            "the staged packet goes out after the handshake"
+        );
         let mut delivered = Vec::new();
         for d in staged {
             delivered.extend(self.bt_recv(&d).1);
@@ -242,6 +249,9 @@ fn rekey_after_time_makes_a_new_session_that_carries_data() {
     let first_index = p.cap.0.lock().len();
     assert_eq!(first_index, 0);
 
+    // Initiation timestamps are wall-clock time rounded to ~16 ms, and a responder
+    // refuses one that is not newer than the last: let the clock move on.
+    std::thread::sleep(Duration::from_millis(40));
     // Past REKEY_AFTER_TIME, the initiator's next packet triggers a new handshake.
     let later = t0 + REKEY_AFTER_TIME + Duration::from_secs(1);
     let pkt = ipv4(MPWG_IP, BT_IP, b"old session");
@@ -271,10 +281,17 @@ fn replayed_packet_is_rejected() {
     let pkt = ipv4(BT_IP, MPWG_IP, b"once only");
     let d = p.bt_send(&pkt);
     assert_eq!(p.dev_recv(&d, now), Some(pkt));
-    let before = p.dev.drops.replayed.load(std::sync::atomic::Ordering::Relaxed);
+    let before = p
+        .dev
+        .drops
+        .replayed
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(p.dev_recv(&d, now), None);
     assert_eq!(
-        p.dev.drops.replayed.load(std::sync::atomic::Ordering::Relaxed),
+        p.dev
+            .drops
+            .replayed
+            .load(std::sync::atomic::Ordering::Relaxed),
         before + 1
     );
 }
@@ -290,8 +307,14 @@ fn window_holds_8128_and_rejects_what_is_behind_it() {
     // Deliver the newest first; then one 8000 behind (inside our window, outside
     // boringtun's 1024), then one 8200 behind.
     assert!(p.dev_recv(&msgs[8299], now).is_some());
-    assert!(p.dev_recv(&msgs[299], now).is_some(), "8000 behind is accepted");
-    assert!(p.dev_recv(&msgs[99], now).is_none(), "8200 behind is rejected");
+    assert!(
+        p.dev_recv(&msgs[299], now).is_some(),
+        "8000 behind is accepted"
+    );
+    assert!(
+        p.dev_recv(&msgs[99], now).is_none(),
+        "8200 behind is rejected"
+    );
 }
 
 #[test]
@@ -306,7 +329,13 @@ fn bad_mac1_is_ignored() {
     init[116] ^= 0xff;
     assert_eq!(p.dev_recv(&init, now), None);
     assert!(p.cap.take().is_empty(), "no answer to a bad mac1");
-    assert_eq!(p.dev.drops.bad_mac1.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        p.dev
+            .drops
+            .bad_mac1
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert!(p.dev.snapshot().peers[0].last_handshake.is_none());
 }
 
@@ -357,7 +386,10 @@ fn cookie_round_trip_when_boringtun_is_under_load() {
     assert_ne!(&init2[0][132..148], &[0u8; 16], "mac2 set");
     let (resp, _) = p.bt_recv(&init2[0]);
     assert_eq!(resp.len(), 1);
-    assert_eq!(resp[0][0], 2, "boringtun responds to an initiation with a valid mac2");
+    assert_eq!(
+        resp[0][0], 2,
+        "boringtun responds to an initiation with a valid mac2"
+    );
     assert_eq!(p.dev_recv(&resp[0], t1), None);
     let staged = p.cap.take();
     assert_eq!(p.bt_recv(&staged[0]).1, vec![ipv4(MPWG_IP, BT_IP, b"x")]);
@@ -406,7 +438,13 @@ fn inner_source_outside_allowed_ips_is_dropped() {
     let spoofed = ipv4([10, 9, 9, 9], MPWG_IP, b"spoofed");
     let d = p.bt_send(&spoofed);
     assert_eq!(p.dev_recv(&d, now), None);
-    assert_eq!(p.dev.drops.bad_source.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        p.dev
+            .drops
+            .bad_source
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]

@@ -20,20 +20,18 @@ pub fn hash(parts: &[&[u8]]) -> [u8; 32] {
 
 /// MAC(key, input): keyed BLAKE2s with a 16-byte output.
 pub fn mac(key: &[u8; 32], input: &[u8]) -> [u8; 16] {
-    let mut m = <Blake2sMac<blake2::digest::consts::U16> as blake2::digest::KeyInit>::new_from_slice(
-        key,
-    )
-    .expect("a 32-byte key is valid for BLAKE2s");
+    let mut m =
+        <Blake2sMac<blake2::digest::consts::U16> as blake2::digest::KeyInit>::new_from_slice(key)
+            .expect("a 32-byte key is valid for BLAKE2s");
     Update::update(&mut m, input);
     m.finalize_fixed().into()
 }
 
 /// MAC over a key of any length up to 32 bytes (a cookie is 16 bytes).
 pub fn mac_short_key(key: &[u8], input: &[u8]) -> [u8; 16] {
-    let mut m = <Blake2sMac<blake2::digest::consts::U16> as blake2::digest::KeyInit>::new_from_slice(
-        key,
-    )
-    .expect("a key of at most 32 bytes is valid for BLAKE2s");
+    let mut m =
+        <Blake2sMac<blake2::digest::consts::U16> as blake2::digest::KeyInit>::new_from_slice(key)
+            .expect("a key of at most 32 bytes is valid for BLAKE2s");
     Update::update(&mut m, input);
     m.finalize_fixed().into()
 }
@@ -111,7 +109,13 @@ pub fn xaead_seal(key: &[u8; 32], nonce: &[u8; 24], plain: &[u8], aad: &[u8], ou
 }
 
 /// XAEAD open with a 24-byte nonce. Returns false if the tag does not verify.
-pub fn xaead_open(key: &[u8; 32], nonce: &[u8; 24], sealed: &[u8], aad: &[u8], out: &mut [u8]) -> bool {
+pub fn xaead_open(
+    key: &[u8; 32],
+    nonce: &[u8; 24],
+    sealed: &[u8],
+    aad: &[u8],
+    out: &mut [u8],
+) -> bool {
     if sealed.len() < TAG_LEN || out.len() != sealed.len() - TAG_LEN {
         return false;
     }

@@ -94,7 +94,12 @@ impl Symmetric {
         self.mix_hash(out);
     }
 
-    fn open(&mut self, key: &[u8; 32], sealed: &[u8], out: &mut [u8]) -> Result<(), HandshakeError> {
+    fn open(
+        &mut self,
+        key: &[u8; 32],
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), HandshakeError> {
         if !aead_open(key, 0, sealed, &self.h, out) {
             return Err(HandshakeError::Decrypt);
         }
@@ -304,7 +309,8 @@ mod tests {
     fn unknown_initiator_is_refused() {
         let a = StaticKeys::new([1u8; 32]);
         let b = StaticKeys::new([2u8; 32]);
-        let (init, _) = create_initiation(&a, &b.public, a.dh(&b.public), 1, Tai64n::now()).unwrap();
+        let (init, _) =
+            create_initiation(&a, &b.public, a.dh(&b.public), 1, Tai64n::now()).unwrap();
         assert!(consume_initiation(&b, &init, |_| None).is_err());
     }
 }

@@ -37,6 +37,9 @@ mod tests {
         let a = Tai64n::from_system_time(t);
         let b = Tai64n::from_system_time(t + Duration::from_millis(40));
         assert!(b > a);
-        assert_eq!(a, Tai64n::from_system_time(t + Duration::from_nanos(1)).min(a));
+        assert_eq!(
+            a,
+            Tai64n::from_system_time(t + Duration::from_nanos(1)).min(a)
+        );
     }
 }

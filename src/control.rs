@@ -1,0 +1,307 @@
+//! mpwg's own control socket, `/var/run/wireguard/NAME.mpwg` (root only), and what it
+//! serves: `mpwg show NAME`, a table per path.
+//!
+//! The name does not end in `.sock`, so `wg show all`, which lists `*.sock`, ignores it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ipc::{SocketBindError, SocketServer};
+use crate::uapi::SOCKET_DIR;
+
+/// The control socket's file suffix.
+pub const SUFFIX: &str = "mpwg";
+
+/// The control socket of device `name`.
+pub fn socket_path(name: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{name}.{SUFFIX}"))
+}
+
+/// One path as `mpwg show` prints it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PathRow {
+    /// Interface name ("*" for the unbound socket).
+    pub iface: String,
+    /// Interface index.
+    pub index: Option<u32>,
+    /// "up" or "down".
+    pub state: &'static str,
+    /// The interface's addresses.
+    pub local: Vec<String>,
+    /// Where this path sends to the peers.
+    pub endpoints: Vec<SocketAddr>,
+    /// Datagrams sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Datagrams received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Failed sends.
+    pub send_errors: u64,
+    /// Time since the last datagram arrived.
+    pub last_rx: Option<Duration>,
+    /// Data packets whose first copy came on this path.
+    pub wins: u64,
+    /// Copies that came after another path's.
+    pub duplicates: u64,
+}
+
+/// Everything `mpwg show` prints.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Show {
+    /// Device name.
+    pub name: String,
+    /// Listen port.
+    pub listen_port: u16,
+    /// Scheduling mode.
+    pub mode: &'static str,
+    /// Receive mode.
+    pub receive: &'static str,
+    /// Paths.
+    pub paths: Vec<PathRow>,
+}
+
+fn ago(d: Option<Duration>) -> String {
+    match d {
+        None => "never".into(),
+        Some(d) if d < Duration::from_secs(1) => format!("{}ms ago", d.as_millis()),
+        Some(d) => format!("{:.1}s ago", d.as_secs_f64()),
+    }
+}
+
+fn join<T: ToString>(v: &[T]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Renders `mpwg show`.
+pub fn format_show(s: &Show) -> String {
+    let mut out = format!(
+        "interface: {}  listening port: {}  mode: {}  receive: {}\n",
+        s.name, s.listen_port, s.mode, s.receive
+    );
+    let header = [
+        "PATH",
+        "IFACE",
+        "INDEX",
+        "STATE",
+        "LOCAL",
+        "PEER ENDPOINTS",
+        "TX PKTS",
+        "TX BYTES",
+        "RX PKTS",
+        "RX BYTES",
+        "SEND ERRS",
+        "LAST RX",
+        "WINS",
+        "DUPS",
+    ];
+    let rows: Vec<Vec<String>> = s
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            vec![
+                i.to_string(),
+                p.iface.clone(),
+                p.index.map_or("-".into(), |i| i.to_string()),
+                p.state.to_string(),
+                join(&p.local),
+                join(&p.endpoints),
+                p.tx_packets.to_string(),
+                p.tx_bytes.to_string(),
+                p.rx_packets.to_string(),
+                p.rx_bytes.to_string(),
+                p.send_errors.to_string(),
+                ago(p.last_rx),
+                p.wins.to_string(),
+                p.duplicates.to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].len())
+                .chain([header[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (c, cell) in cells.iter().enumerate() {
+            l.push_str(&format!("{:<w$}  ", cell, w = widths[c]));
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(header.to_vec()));
+    for r in &rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The listening control socket. Dropping it removes the file.
+pub struct ControlServer(SocketServer);
+
+impl ControlServer {
+    /// Creates the control socket of device `name`.
+    pub fn bind(name: &str) -> Result<ControlServer, SocketBindError> {
+        SocketServer::bind_in(Path::new(SOCKET_DIR), name, SUFFIX, "control socket")
+            .map(ControlServer)
+    }
+
+    /// Answers `show` requests with what `show` returns.
+    pub fn serve(&self, show: Arc<dyn Fn() -> String + Send + Sync>) {
+        self.0.serve(Arc::new(move |stream: UnixStream| {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(&stream).take(1024);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                return;
+            }
+            let reply = match line.trim() {
+                "show" => show(),
+                other => format!("error: unknown request {other:?} (this daemon knows: show)\n"),
+            };
+            let _ = (&stream).write_all(reply.as_bytes());
+        }));
+    }
+}
+
+/// Why `mpwg show` could not ask the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No daemon runs for that device.
+    #[error("no mpwg daemon is running for {name} (no control socket at {path}); start one with `mpwg up {name}`")]
+    NotRunning {
+        /// Device name.
+        name: String,
+        /// Socket path.
+        path: String,
+    },
+    /// Not allowed to connect.
+    #[error("permission denied on {0}: mpwg show needs root")]
+    Permission(String),
+    /// Anything else.
+    #[error("talking to the control socket {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: String,
+        /// Error.
+        source: std::io::Error,
+    },
+}
+
+/// Sends `request` to the daemon of `name` and returns its reply.
+pub fn query(name: &str, request: &str) -> Result<String, ControlError> {
+    let path = socket_path(name);
+    let p = path.display().to_string();
+    let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ControlError::NotRunning {
+                name: name.to_string(),
+                path: p.clone(),
+            }
+        }
+        std::io::ErrorKind::PermissionDenied => ControlError::Permission(p.clone()),
+        _ => ControlError::Io {
+            path: p.clone(),
+            source: e,
+        },
+    })?;
+    let io = |source| ControlError::Io {
+        path: p.clone(),
+        source,
+    };
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(io)?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).map_err(io)?;
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_is_a_table_with_every_column() {
+        let s = Show {
+            name: "mp0".into(),
+            listen_port: 51820,
+            mode: "duplicate",
+            receive: "all",
+            paths: vec![
+                PathRow {
+                    iface: "eth1".into(),
+                    index: Some(4),
+                    state: "up",
+                    local: vec!["10.1.1.1/24".into()],
+                    endpoints: vec!["10.1.1.2:51820".parse().unwrap()],
+                    tx_packets: 10,
+                    tx_bytes: 1000,
+                    rx_packets: 9,
+                    rx_bytes: 900,
+                    send_errors: 0,
+                    last_rx: Some(Duration::from_millis(250)),
+                    wins: 7,
+                    duplicates: 2,
+                },
+                PathRow {
+                    iface: "wlan0".into(),
+                    index: Some(5),
+                    state: "down",
+                    send_errors: 3,
+                    ..Default::default()
+                },
+            ],
+        };
+        let t = format_show(&s);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "interface: mp0  listening port: 51820  mode: duplicate  receive: all"
+        );
+        assert!(lines[1].starts_with("PATH  IFACE  INDEX  STATE  LOCAL"));
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            row,
+            vec![
+                "0",
+                "eth1",
+                "4",
+                "up",
+                "10.1.1.1/24",
+                "10.1.1.2:51820",
+                "10",
+                "1000",
+                "9",
+                "900",
+                "0",
+                "250ms",
+                "ago",
+                "7",
+                "2"
+            ]
+        );
+        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(row[..5], ["1", "wlan0", "5", "down", "-"]);
+        assert_eq!(row[10], "3");
+        assert_eq!(row[11], "never");
+    }
+}

@@ -1,0 +1,306 @@
+//! The tunnel's paths at the I/O edge: one UDP socket per path, each bound to its
+//! interface, all on the listen port; and the [`Transmit`] that sends every datagram on
+//! every live path (duplicate mode).
+//!
+//! A send never blocks on another path and holds no shared lock while it runs: the
+//! destinations are copied out of the peer first, and each path socket is sent on in turn
+//! with a non-blocking `sendto` whose failure is counted and logged for that path only.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::endpoint::{Destinations, DEFAULT_WINDOW};
+use crate::path::{PathId, Source, Transmit};
+use crate::peer::Peer;
+use crate::udp::{self, SocketOptions, UdpError};
+
+/// An interface a path is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub index: u32,
+}
+
+/// Counters of one path.
+#[derive(Debug, Default)]
+pub struct PathStats {
+    /// Datagrams sent.
+    pub tx_packets: AtomicU64,
+    /// Bytes sent.
+    pub tx_bytes: AtomicU64,
+    /// Datagrams received.
+    pub rx_packets: AtomicU64,
+    /// Bytes received.
+    pub rx_bytes: AtomicU64,
+    /// Sends that failed.
+    pub send_errors: AtomicU64,
+    /// Data packets whose first copy arrived on this path.
+    pub wins: AtomicU64,
+    /// Copies that arrived after another path had delivered the packet.
+    pub duplicates: AtomicU64,
+    /// When the last datagram arrived, in nanoseconds since the paths were opened (0: never).
+    pub last_rx_nanos: AtomicU64,
+}
+
+/// One open socket of a path.
+pub struct PathSocket {
+    sock: UdpSocket,
+    v6: bool,
+    /// The bound port.
+    pub port: u16,
+    /// Set when the socket was replaced; its receive loop then ends.
+    pub closed: AtomicBool,
+}
+
+impl PathSocket {
+    fn open(opts: &SocketOptions) -> Result<PathSocket, UdpError> {
+        let sock = udp::open(opts)?;
+        let local = sock.local_addr().map_err(|e| UdpError::Io {
+            port: opts.port,
+            step: "getsockname()",
+            source: e,
+        })?;
+        Ok(PathSocket {
+            sock,
+            v6: local.is_ipv6(),
+            port: local.port(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Receives one datagram (times out after 500 ms so a closed socket is noticed).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let (n, from) = self.sock.recv_from(buf)?;
+        Ok((n, udp::canonical(from)))
+    }
+}
+
+/// One path: an interface (or none, for the single unbound socket of stock WireGuard),
+/// its socket, its state and its counters.
+pub struct Path {
+    /// Position in the path list; what [`Source::path`] refers to.
+    pub id: PathId,
+    /// The interface, or None for an unbound socket.
+    pub iface: Option<Interface>,
+    up: AtomicBool,
+    socket: RwLock<Arc<PathSocket>>,
+    /// Counters.
+    pub stats: PathStats,
+}
+
+impl Path {
+    /// The interface name, or "*" for an unbound socket.
+    pub fn label(&self) -> &str {
+        self.iface.as_ref().map_or("*", |i| i.name.as_str())
+    }
+
+    /// Whether the interface is up (admin up with carrier), as netlink last said.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// The current socket.
+    pub fn socket(&self) -> Arc<PathSocket> {
+        self.socket.read().clone()
+    }
+
+    fn send(&self, dst: SocketAddr, d: &[u8]) -> bool {
+        let sock = self.socket.read().clone();
+        match sock.sock.send_to(d, udp::destination(sock.v6, dst)) {
+            Ok(_) => {
+                self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .tx_bytes
+                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                let n = self.stats.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        path = self.label(),
+                        %dst,
+                        errors = n,
+                        "send on path {} failed: {e}",
+                        self.label()
+                    );
+                }
+                false
+            }
+        }
+    }
+}
+
+/// How a tunnel receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReceiveMode {
+    /// Read every path's socket: a stock peer answers wherever its first copy came from.
+    #[default]
+    All,
+    /// Read only the first path's socket (what a single-socket design would do).
+    Primary,
+}
+
+/// A path and the new socket it was given by [`Paths::rebind`].
+pub type Rebound = (Arc<Path>, Arc<PathSocket>);
+
+/// Every path of a tunnel.
+pub struct Paths {
+    paths: Vec<Arc<Path>>,
+    /// How long an address seen on a path keeps getting copies.
+    pub window: Duration,
+    epoch: Instant,
+}
+
+fn options(iface: Option<&Interface>, port: u16, fwmark: u32) -> SocketOptions {
+    SocketOptions {
+        port,
+        device: iface.map(|i| i.name.clone()),
+        reuse_port: iface.is_some(),
+        fwmark,
+    }
+}
+
+impl Paths {
+    /// Opens one socket per interface (or one unbound socket if `ifaces` is empty), all
+    /// on `port` (0: a free port, chosen by the first socket).
+    pub fn open(ifaces: &[Interface], port: u16, fwmark: u32) -> Result<Paths, UdpError> {
+        let sockets = Self::open_sockets(ifaces, port, fwmark)?;
+        let list: Vec<Option<Interface>> = if ifaces.is_empty() {
+            vec![None]
+        } else {
+            ifaces.iter().cloned().map(Some).collect()
+        };
+        let paths = list
+            .into_iter()
+            .zip(sockets)
+            .enumerate()
+            .map(|(id, (iface, sock))| {
+                Arc::new(Path {
+                    id,
+                    iface,
+                    up: AtomicBool::new(true),
+                    socket: RwLock::new(Arc::new(sock)),
+                    stats: PathStats::default(),
+                })
+            })
+            .collect();
+        Ok(Paths {
+            paths,
+            window: DEFAULT_WINDOW,
+            epoch: Instant::now(),
+        })
+    }
+
+    fn open_sockets(
+        ifaces: &[Interface],
+        port: u16,
+        fwmark: u32,
+    ) -> Result<Vec<PathSocket>, UdpError> {
+        if ifaces.is_empty() {
+            return Ok(vec![PathSocket::open(&options(None, port, fwmark))?]);
+        }
+        let mut out = Vec::with_capacity(ifaces.len());
+        let mut port = port;
+        for i in ifaces {
+            let s = PathSocket::open(&options(Some(i), port, fwmark))?;
+            port = s.port;
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// Every path.
+    pub fn all(&self) -> &[Arc<Path>] {
+        &self.paths
+    }
+
+    /// The listen port.
+    pub fn port(&self) -> u16 {
+        self.paths[0].socket().port
+    }
+
+    /// Opens new sockets on `port` for every path and swaps them in, all or none.
+    /// Returns the new sockets, whose receive loops the caller starts.
+    pub fn rebind(&self, port: u16, fwmark: u32) -> Result<Vec<Rebound>, UdpError> {
+        let ifaces: Vec<Interface> = self.paths.iter().filter_map(|p| p.iface.clone()).collect();
+        let sockets = Self::open_sockets(&ifaces, port, fwmark)?;
+        let mut out = Vec::new();
+        for (path, sock) in self.paths.iter().zip(sockets) {
+            let sock = Arc::new(sock);
+            let old = std::mem::replace(&mut *path.socket.write(), sock.clone());
+            old.closed.store(true, Ordering::Relaxed);
+            out.push((path.clone(), sock));
+        }
+        Ok(out)
+    }
+
+    /// Sets SO_MARK on every path socket.
+    pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
+        for p in &self.paths {
+            udp::set_fwmark(&p.socket().sock, mark)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the path on interface `index` up or down; returns it if that changed.
+    pub fn set_link_state(&self, index: u32, up: bool) -> Option<Arc<Path>> {
+        let p = self
+            .paths
+            .iter()
+            .find(|p| p.iface.as_ref().is_some_and(|i| i.index == index))?;
+        (p.up.swap(up, Ordering::Relaxed) != up).then(|| p.clone())
+    }
+
+    /// Counts a received datagram on `path`.
+    pub fn count_rx(&self, path: &Path, len: usize) {
+        path.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+        path.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        let nanos = self.epoch.elapsed().as_nanos().max(1) as u64;
+        path.stats.last_rx_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Time since `path` last received anything.
+    pub fn since_last_rx(&self, path: &Path) -> Option<Duration> {
+        let n = path.stats.last_rx_nanos.load(Ordering::Relaxed);
+        (n > 0).then(|| self.epoch.elapsed().saturating_sub(Duration::from_nanos(n)))
+    }
+
+    /// The paths a packet goes out on now: every path that is up (duplicate mode); if
+    /// netlink says none is, every path, so a stale state never silences the tunnel.
+    fn live(&self) -> impl Iterator<Item = &Arc<Path>> {
+        let any_up = self.paths.iter().any(|p| p.is_up());
+        self.paths.iter().filter(move |p| p.is_up() || !any_up)
+    }
+}
+
+impl Transmit for Paths {
+    fn send_to_peer(&self, peer: &Peer, d: &[u8]) -> bool {
+        let now = Instant::now();
+        let mut ok = false;
+        for path in self.live() {
+            let dests: Destinations = peer
+                .endpoints
+                .lock()
+                .destinations(path.id, now, self.window);
+            for dst in dests.iter() {
+                ok |= path.send(dst, d);
+            }
+        }
+        ok
+    }
+
+    fn send_to(&self, dst: Source, d: &[u8]) -> bool {
+        match self.paths.get(dst.path) {
+            Some(p) => p.send(dst.addr, d),
+            None => false,
+        }
+    }
+}
