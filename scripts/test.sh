@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Run every check and every test, as CI does: formatting, clippy, release build,
+# then the unit tests and the network-namespace integration tests.
+#
+#   sudo scripts/test.sh [extra arguments for `cargo test`, e.g. a test name filter]
+#
+# Must run as root: the integration tests create network namespaces, veth pairs
+# and TUN devices. Leftover test namespaces (mpwgt-*) from an earlier, killed run
+# are removed first, by name.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if [[ ${EUID} -ne 0 ]]; then
+    echo "test.sh: must run as root: the tests create network namespaces and TUN devices." >&2
+    echo "  try: sudo $0" >&2
+    exit 1
+fi
+
+# Under sudo, PATH usually lacks the invoking user's ~/.cargo/bin: look there.
+if ! command -v cargo >/dev/null 2>&1 && [[ -n ${SUDO_USER:-} ]]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    if [[ -x $user_home/.cargo/bin/cargo ]]; then
+        export PATH="$user_home/.cargo/bin:$PATH"
+        export CARGO_HOME=${CARGO_HOME:-$user_home/.cargo}
+        export RUSTUP_HOME=${RUSTUP_HOME:-$user_home/.rustup}
+    fi
+fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "removing leftover test namespaces and sockets"
+# Only names our tests create: namespaces mpwgt-*, mpwg-demo-*; devices mpwt*.
+for ns in $(ip netns list | awk '{print $1}' | grep -E '^(mpwgt-|mpwg-demo-)' || true); do
+    # Only the namespace goes: processes left in it were not started by this run,
+    # and this script ends no process it did not start.
+    ip netns del "$ns" && echo "removed namespace $ns"
+done
+shopt -s nullglob
+for sock in /var/run/wireguard/mpwt*.sock; do
+    # a socket nobody answers on is stale (and so is the device's control socket)
+    dev=$(basename "$sock" .sock)
+    if ! wg show "$dev" >/dev/null 2>&1; then
+        rm -f "$sock" "/var/run/wireguard/$dev.mpwg" && echo "removed stale socket $sock"
+    fi
+done
+shopt -u nullglob
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo build --release"
+cargo build --release
+
+step "cargo test --release $*"
+# The integration tests serialise their network labs themselves (one lab at a
+# time per test binary), and give every namespace and device a unique name.
+cargo test --release "$@"
