@@ -50,6 +50,23 @@ pub struct PathRow {
     pub wins: u64,
     /// Copies that came after another path's.
     pub duplicates: u64,
+    /// Send system calls: fewer than TX PKTS when UDP GSO batches them.
+    pub tx_calls: u64,
+    /// Receive calls that returned data: fewer than RX PKTS when UDP GRO batches them.
+    pub rx_calls: u64,
+}
+
+/// Counters of one TUN queue.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueueRow {
+    /// read() calls that returned data.
+    pub reads: u64,
+    /// Packets they carried (more than reads with TSO super-packets).
+    pub read_packets: u64,
+    /// Write batches.
+    pub write_batches: u64,
+    /// Packets written.
+    pub written_packets: u64,
 }
 
 /// Everything `mpwg show` prints.
@@ -65,6 +82,8 @@ pub struct Show {
     pub receive: &'static str,
     /// Paths.
     pub paths: Vec<PathRow>,
+    /// TUN queues, one per worker.
+    pub queues: Vec<QueueRow>,
 }
 
 fn ago(d: Option<Duration>) -> String {
@@ -107,6 +126,8 @@ pub fn format_show(s: &Show) -> String {
         "LAST RX",
         "WINS",
         "DUPS",
+        "TX CALLS",
+        "RX CALLS",
     ];
     let rows: Vec<Vec<String>> = s
         .paths
@@ -128,13 +149,15 @@ pub fn format_show(s: &Show) -> String {
                 ago(p.last_rx),
                 p.wins.to_string(),
                 p.duplicates.to_string(),
+                p.tx_calls.to_string(),
+                p.rx_calls.to_string(),
             ]
         })
         .collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             rows.iter()
-                .map(|r| r[c].len())
+                .filter_map(|r| r.get(c).map(String::len))
                 .chain([header[c].len()])
                 .max()
                 .unwrap_or(0)
@@ -142,14 +165,20 @@ pub fn format_show(s: &Show) -> String {
         .collect();
     let line = |cells: Vec<&str>| {
         let mut l = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            l.push_str(&format!("{:<w$}  ", cell, w = widths[c]));
+        for (cell, w) in cells.iter().zip(&widths) {
+            l.push_str(&format!("{cell:<w$}  "));
         }
         l.trim_end().to_string() + "\n"
     };
     out.push_str(&line(header.to_vec()));
     for r in &rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    for (i, q) in s.queues.iter().enumerate() {
+        out.push_str(&format!(
+            "tun queue {i}: {} reads carried {} packets; {} write batches carried {} packets\n",
+            q.reads, q.read_packets, q.write_batches, q.written_packets
+        ));
     }
     out
 }
@@ -261,6 +290,8 @@ mod tests {
                     last_rx: Some(Duration::from_millis(250)),
                     wins: 7,
                     duplicates: 2,
+                    tx_calls: 1,
+                    rx_calls: 9,
                 },
                 PathRow {
                     iface: "wlan0".into(),
@@ -270,6 +301,12 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            queues: vec![QueueRow {
+                reads: 2,
+                read_packets: 90,
+                write_batches: 3,
+                written_packets: 100,
+            }],
         };
         let t = format_show(&s);
         let lines: Vec<&str> = t.lines().collect();
@@ -296,12 +333,18 @@ mod tests {
                 "250ms",
                 "ago",
                 "7",
-                "2"
+                "2",
+                "1",
+                "9",
             ]
         );
         let row: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(row[..5], ["1", "wlan0", "5", "down", "-"]);
         assert_eq!(row[10], "3");
         assert_eq!(row[11], "never");
+        assert_eq!(
+            lines[4],
+            "tun queue 0: 2 reads carried 90 packets; 3 write batches carried 100 packets"
+        );
     }
 }

@@ -6,18 +6,17 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::config::{self, ConfigError};
-use crate::control::{self, ControlServer, PathRow, Show};
-use crate::device::{Device, Received};
+use crate::control::{self, ControlServer, PathRow, QueueRow, Show};
+use crate::datapath;
+use crate::device::Device;
 use crate::ipc::SocketBindError;
 use crate::netlink::{self, Message, NetlinkSocket};
-use crate::path::{PathArg, PathError, Source};
-use crate::session::{HEADROOM, TAILROOM};
+use crate::path::{PathArg, PathError};
 use crate::socket::{Path, PathSocket, Paths, ReceiveMode};
 use crate::tun::{Tun, TunError};
 use crate::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler, UapiServer};
@@ -40,6 +39,10 @@ pub struct Options {
     pub receive: ReceiveMode,
     /// How long an address seen on a path keeps getting copies.
     pub endpoint_window: Duration,
+    /// Worker threads, one TUN queue each, pinned to cores 0..N.
+    pub cores: usize,
+    /// Packets per batch.
+    pub batch: usize,
 }
 
 /// Why the daemon could not start.
@@ -91,6 +94,7 @@ struct Tunnel {
     paths: Arc<Paths>,
     tun: Arc<Tun>,
     receive: ReceiveMode,
+    batch: usize,
     /// Serialises `set` requests, so a port change and the rest apply together.
     set_lock: Mutex<()>,
 }
@@ -101,76 +105,26 @@ impl Tunnel {
             return;
         }
         let t = self.clone();
-        thread::Builder::new()
-            .name(format!("mpwg-rx-{}", path.label()))
-            .spawn(move || t.receive_loop(&path, &sock))
-            .expect("spawning a thread");
+        let queue = datapath::queue_for(&self.tun.queues, path.id);
+        datapath::spawn(format!("mpwg-rx-{}", path.label()), move || {
+            datapath::rx_worker(&path, &sock, &t.device, &t.paths, &queue, t.batch)
+        });
     }
 
-    fn receive_loop(&self, path: &Path, sock: &PathSocket) {
-        let mut buf = vec![0u8; 65536];
-        while !sock.closed.load(Ordering::Relaxed) {
-            let (n, from) = match sock.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    tracing::warn!(path = path.label(), "receive failed: {e}");
-                    thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            self.paths.count_rx(path, n);
-            let src = Source {
-                addr: from,
-                path: path.id,
-            };
-            match self
-                .device
-                .receive(src, &mut buf[..n], Instant::now(), &*self.paths)
-            {
-                Received::Packet(r) => {
-                    path.stats.wins.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = self.tun.write(&buf[r]) {
-                        tracing::debug!("TUN write failed: {e}");
-                    }
-                }
-                Received::Duplicate => {
-                    path.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
-                Received::Nothing => {}
-            }
-        }
-    }
-
-    fn tun_loop(&self) {
-        let mut buf = vec![0u8; HEADROOM + 65535 + TAILROOM];
-        loop {
-            let n = match self.tun.read(&mut buf[HEADROOM..HEADROOM + 65535]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!(tun = self.tun.name(), "TUN read failed: {e}");
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            };
-            self.device
-                .send_ip_packet(&mut buf, n, Instant::now(), &*self.paths);
+    fn spawn_senders(self: &Arc<Self>) {
+        for (i, queue) in self.tun.queues.iter().enumerate() {
+            let t = self.clone();
+            let queue = queue.clone();
+            datapath::spawn(format!("mpwg-tx-{i}"), move || {
+                datapath::pin_to(i);
+                datapath::tx_worker(&queue, &t.device, &t.paths, t.batch)
+            });
         }
     }
 
     fn timer_loop(&self) {
         loop {
-            thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
             self.device.handle_timeout(Instant::now(), &*self.paths);
         }
     }
@@ -289,6 +243,8 @@ impl Tunnel {
                     last_rx: self.paths.since_last_rx(p),
                     wins: s.wins.load(Ordering::Relaxed),
                     duplicates: s.duplicates.load(Ordering::Relaxed),
+                    tx_calls: s.tx_calls.load(Ordering::Relaxed),
+                    rx_calls: s.rx_calls.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -301,6 +257,17 @@ impl Tunnel {
                 ReceiveMode::Primary => "primary",
             },
             paths,
+            queues: self
+                .tun
+                .queues
+                .iter()
+                .map(|q| QueueRow {
+                    reads: q.stats.reads.load(Ordering::Relaxed),
+                    read_packets: q.stats.read_packets.load(Ordering::Relaxed),
+                    write_batches: q.stats.write_batches.load(Ordering::Relaxed),
+                    written_packets: q.stats.written_packets.load(Ordering::Relaxed),
+                })
+                .collect(),
         })
     }
 }
@@ -364,7 +331,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     }
     let port = opts.listen_port.or(initial.listen_port).unwrap_or(0);
     let fwmark = initial.fwmark.unwrap_or(0);
-    let tun = Arc::new(Tun::create(&opts.name, opts.mtu)?);
+    let tun = Arc::new(Tun::create(&opts.name, opts.mtu, opts.cores)?);
     let mut paths = Paths::open(&ifaces, port, fwmark)?;
     paths.window = opts.endpoint_window;
     let paths = Arc::new(paths);
@@ -377,6 +344,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         paths,
         tun,
         receive: opts.receive,
+        batch: opts.batch,
         set_lock: Mutex::new(()),
     });
     let uapi = UapiServer::bind(&opts.name)?;
@@ -392,20 +360,10 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         tunnel.spawn_receiver(p.clone(), p.socket());
     }
     let t = tunnel.clone();
-    thread::Builder::new()
-        .name("mpwg-netlink".into())
-        .spawn(move || t.netlink_loop(events))
-        .expect("spawning a thread");
-    for (name, f) in [
-        ("mpwg-tun", Tunnel::tun_loop as fn(&Tunnel)),
-        ("mpwg-timers", Tunnel::timer_loop as fn(&Tunnel)),
-    ] {
-        let t = tunnel.clone();
-        thread::Builder::new()
-            .name(name.into())
-            .spawn(move || f(&t))
-            .expect("spawning a thread");
-    }
+    datapath::spawn("mpwg-netlink".into(), move || t.netlink_loop(events));
+    tunnel.spawn_senders();
+    let t = tunnel.clone();
+    datapath::spawn("mpwg-timers".into(), move || t.timer_loop());
     uapi.serve(Arc::new(tunnel.clone()));
     let t = tunnel.clone();
     control.serve(Arc::new(move || t.show()));

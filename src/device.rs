@@ -104,6 +104,16 @@ pub enum Sent {
     NoRoute,
 }
 
+/// A packet sealed by [`Device::seal_ip_packet`].
+pub enum Sealed {
+    /// Sealed for this peer: the message is `buf[..len]`.
+    Ready(Arc<Peer>, usize),
+    /// Kept until a handshake completes.
+    Staged,
+    /// No peer's allowed IPs hold the destination, or the packet is not IP.
+    NoRoute,
+}
+
 /// A WireGuard device.
 pub struct Device {
     config: RwLock<Config>,
@@ -212,78 +222,107 @@ impl Device {
         now: Instant,
         tx: &dyn Transmit,
     ) -> Sent {
+        match self.seal_ip_packet(buf, len, now, tx) {
+            Sealed::Ready(peer, n) => {
+                let ok = tx.send_to_peer(&peer, &buf[..n]);
+                self.note_sent(&peer, n, usize::from(len > 0), ok, now, tx);
+                if ok {
+                    Sent::Sent
+                } else {
+                    Sent::NotDelivered
+                }
+            }
+            Sealed::Staged => Sent::Staged,
+            Sealed::NoRoute => Sent::NoRoute,
+        }
+    }
+
+    /// Seals the IP packet at `buf[HEADROOM..HEADROOM + len]` in place, for the caller to
+    /// send (in a batch) and then report with [`Device::note_sent`]. With no usable
+    /// session, the packet is staged and a handshake started through `tx`.
+    pub fn seal_ip_packet(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+        tx: &dyn Transmit,
+    ) -> Sealed {
         let Some(pkt) = buf.get(HEADROOM..HEADROOM + len) else {
-            return Sent::NoRoute;
+            return Sealed::NoRoute;
         };
         let Some((dst, _)) = ip_info(pkt, true) else {
             self.drops.no_route.fetch_add(1, Ordering::Relaxed);
-            return Sent::NoRoute;
+            return Sealed::NoRoute;
         };
         let peer = match self.config.read().allowed.lookup(dst) {
             Some(p) => p.clone(),
             None => {
                 self.drops.no_route.fetch_add(1, Ordering::Relaxed);
-                return Sent::NoRoute;
+                return Sealed::NoRoute;
             }
         };
-        match peer.send_session(now) {
-            Some(session) => self.seal_and_send(&peer, &session, buf, len, now, tx),
-            None => {
-                peer.stage(&buf[..(HEADROOM + len + TAILROOM).min(buf.len())], len);
-                self.initiate(&peer, now, tx, false);
-                Sent::Staged
-            }
-        }
+        self.seal_for(peer, buf, len, now, tx)
     }
 
-    fn seal_and_send(
+    fn seal_for(
         &self,
-        peer: &Arc<Peer>,
-        session: &Arc<Session>,
+        peer: Arc<Peer>,
         buf: &mut [u8],
         len: usize,
         now: Instant,
         tx: &dyn Transmit,
-    ) -> Sent {
-        let n = match session.seal(buf, len, self.mtu()) {
-            Ok(n) => n,
-            Err(_) => {
-                peer.stage(buf, len);
-                self.initiate(peer, now, tx, false);
-                return Sent::Staged;
+    ) -> Sealed {
+        let sealed = peer
+            .send_session(now)
+            .and_then(|session| session.seal(buf, len, self.mtu()).ok());
+        match sealed {
+            Some(n) => Sealed::Ready(peer, n),
+            None => {
+                if len > 0 {
+                    peer.stage(&buf[..(HEADROOM + len + TAILROOM).min(buf.len())], len);
+                }
+                self.initiate(&peer, now, tx, false);
+                Sealed::Staged
             }
-        };
-        let ok = tx.send_to_peer(peer, &buf[..n]);
-        if ok {
-            peer.count_tx(n);
+        }
+    }
+
+    /// Reports that sealed messages of `bytes` in all, `data_packets` of them carrying
+    /// data (not keepalives), were handed to the paths (`delivered`: at least one took
+    /// them). Runs the timers and starts a rekey when the session is due for one.
+    pub fn note_sent(
+        &self,
+        peer: &Arc<Peer>,
+        bytes: usize,
+        data_packets: usize,
+        delivered: bool,
+        now: Instant,
+        tx: &dyn Transmit,
+    ) {
+        if delivered {
+            peer.count_tx(bytes);
         }
         let rekey = {
             let mut hs = peer.handshake.lock();
-            if len > 0 {
+            if data_packets > 0 {
                 hs.timers.on_data_sent(now);
             }
             hs.timers.on_authenticated_sent(now);
-            session.sent() > REKEY_AFTER_MESSAGES
-                || (session.initiator
-                    && now.saturating_duration_since(session.created) > REKEY_AFTER_TIME)
+            peer.sessions.read().current.as_ref().is_some_and(|s| {
+                s.sent() > REKEY_AFTER_MESSAGES
+                    || (s.initiator && now.saturating_duration_since(s.created) > REKEY_AFTER_TIME)
+            })
         };
         if rekey {
             self.initiate(peer, now, tx, false);
         }
-        if ok {
-            Sent::Sent
-        } else {
-            Sent::NotDelivered
-        }
     }
 
     fn send_keepalive(&self, peer: &Arc<Peer>, now: Instant, tx: &dyn Transmit) {
-        match peer.send_session(now) {
-            Some(s) => {
-                let mut buf = [0u8; DATA_HEADER_LEN + 16];
-                self.seal_and_send(peer, &s, &mut buf, 0, now, tx);
-            }
-            None => self.initiate(peer, now, tx, false),
+        let mut buf = [0u8; DATA_HEADER_LEN + 16];
+        if let Sealed::Ready(peer, n) = self.seal_for(peer.clone(), &mut buf, 0, now, tx) {
+            let ok = tx.send_to_peer(&peer, &buf[..n]);
+            self.note_sent(&peer, n, 0, ok, now, tx);
         }
     }
 

@@ -55,6 +55,13 @@ enum Command {
         /// Seconds an address the peer was seen at on a path keeps getting copies.
         #[arg(long, default_value_t = 15)]
         endpoint_window: u64,
+        /// Worker threads, each with its own TUN queue, pinned to a core (default: every
+        /// core).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        cores: Option<u16>,
+        /// Packets handled per batch (TUN reads, GSO sends, TUN writes).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        batch: u16,
         /// More logging: -v for events, -vv for debugging, -vvv for every packet.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
@@ -118,6 +125,8 @@ fn main() -> ExitCode {
             path_index,
             receive,
             endpoint_window,
+            cores,
+            batch,
             verbose,
         } => {
             init_logging(verbose);
@@ -133,6 +142,10 @@ fn main() -> ExitCode {
                     Receive::Primary => ReceiveMode::Primary,
                 },
                 endpoint_window: Duration::from_secs(endpoint_window),
+                cores: cores
+                    .map(usize::from)
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                batch: usize::from(batch),
             };
             match mpwg::daemon::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,

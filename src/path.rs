@@ -23,6 +23,17 @@ pub trait Transmit {
     /// at least one path took it.
     fn send_to_peer(&self, peer: &Peer, datagram: &[u8]) -> bool;
 
+    /// Sends `segments`: datagrams of `segment` bytes each, back to back (the last may be
+    /// shorter), to `peer`, in as few system calls as the paths allow (UDP GSO). Returns
+    /// true if at least one path took them.
+    fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
+        let mut ok = false;
+        for d in segments.chunks(segment.max(1)) {
+            ok |= self.send_to_peer(peer, d);
+        }
+        ok
+    }
+
     /// Sends `datagram` back to where a datagram came from (a cookie reply, which must not
     /// go to a peer's endpoint, since the sender is not yet authenticated).
     fn send_to(&self, dst: Source, datagram: &[u8]) -> bool;

@@ -19,6 +19,9 @@ use crate::path::{PathId, Source, Transmit};
 use crate::peer::Peer;
 use crate::udp::{self, SocketOptions, UdpError};
 
+/// Send and receive buffer size of a path socket, in bytes.
+const SOCKET_BUFFER: i32 = 8 << 20;
+
 /// An interface a path is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
@@ -31,10 +34,14 @@ pub struct Interface {
 /// Counters of one path.
 #[derive(Debug, Default)]
 pub struct PathStats {
+    /// Send system calls (one per GSO batch, or per datagram without GSO).
+    pub tx_calls: AtomicU64,
     /// Datagrams sent.
     pub tx_packets: AtomicU64,
     /// Bytes sent.
     pub tx_bytes: AtomicU64,
+    /// Receive system calls that returned data (one per GRO batch).
+    pub rx_calls: AtomicU64,
     /// Datagrams received.
     pub rx_packets: AtomicU64,
     /// Bytes received.
@@ -62,6 +69,10 @@ pub struct PathSocket {
 impl PathSocket {
     fn open(opts: &SocketOptions) -> Result<PathSocket, UdpError> {
         let sock = udp::open(opts)?;
+        udp::set_buffers(&sock, SOCKET_BUFFER);
+        if let Err(e) = udp::enable_gro(&sock) {
+            tracing::warn!("UDP GRO is not available ({e}): one datagram per receive call");
+        }
         let local = sock.local_addr().map_err(|e| UdpError::Io {
             port: opts.port,
             step: "getsockname()",
@@ -75,10 +86,10 @@ impl PathSocket {
         })
     }
 
-    /// Receives one datagram (times out after 500 ms so a closed socket is noticed).
-    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        let (n, from) = self.sock.recv_from(buf)?;
-        Ok((n, udp::canonical(from)))
+    /// Receives a GRO batch: (bytes, sender, segment size). Times out after 500 ms, so a
+    /// replaced socket's loop notices it is closed.
+    pub fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        udp::recv_segments(&self.sock, buf)
     }
 }
 
@@ -90,6 +101,7 @@ pub struct Path {
     /// The interface, or None for an unbound socket.
     pub iface: Option<Interface>,
     up: AtomicBool,
+    gso: AtomicBool,
     socket: RwLock<Arc<PathSocket>>,
     /// Counters.
     pub stats: PathStats,
@@ -113,12 +125,21 @@ impl Path {
 
     fn send(&self, dst: SocketAddr, d: &[u8]) -> bool {
         let sock = self.socket.read().clone();
-        match sock.sock.send_to(d, udp::destination(sock.v6, dst)) {
-            Ok(_) => {
-                self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+        let r = sock.sock.send_to(d, udp::destination(sock.v6, dst));
+        self.sent(dst, r.map(|_| ()), d.len(), 1)
+    }
+
+    /// Counts a send of `count` datagrams, `bytes` in all, or its failure.
+    fn sent(&self, dst: SocketAddr, r: io::Result<()>, bytes: usize, count: usize) -> bool {
+        self.stats.tx_calls.fetch_add(1, Ordering::Relaxed);
+        match r {
+            Ok(()) => {
+                self.stats
+                    .tx_packets
+                    .fetch_add(count as u64, Ordering::Relaxed);
                 self.stats
                     .tx_bytes
-                    .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
                 true
             }
             Err(e) => {
@@ -135,6 +156,32 @@ impl Path {
                 false
             }
         }
+    }
+
+    /// Sends datagrams of `segment` bytes (the last may be shorter) in one `sendmsg` with
+    /// UDP_SEGMENT. A socket that refuses GSO (EIO, EINVAL) is switched to one send per
+    /// datagram, with a log line, and the batch is resent that way.
+    fn send_segments(&self, dst: SocketAddr, buf: &[u8], segment: usize) -> bool {
+        let count = buf.len().div_ceil(segment.max(1));
+        if count > 1 && self.gso.load(Ordering::Relaxed) {
+            let sock = self.socket.read().clone();
+            match udp::send_segments(&sock.sock, sock.v6, dst, buf, segment) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) => {
+                    self.gso.store(false, Ordering::Relaxed);
+                    tracing::warn!(
+                        path = self.label(),
+                        "path {}: the kernel refused UDP GSO ({e}); sending one datagram per call from now on",
+                        self.label()
+                    );
+                }
+                r => return self.sent(dst, r.map(|_| ()), buf.len(), count),
+            }
+        }
+        let mut ok = false;
+        for d in buf.chunks(segment.max(1)) {
+            ok |= self.send(dst, d);
+        }
+        ok
     }
 }
 
@@ -187,6 +234,7 @@ impl Paths {
                     id,
                     iface,
                     up: AtomicBool::new(true),
+                    gso: AtomicBool::new(true),
                     socket: RwLock::new(Arc::new(sock)),
                     stats: PathStats::default(),
                 })
@@ -259,9 +307,12 @@ impl Paths {
         (p.up.swap(up, Ordering::Relaxed) != up).then(|| p.clone())
     }
 
-    /// Counts a received datagram on `path`.
-    pub fn count_rx(&self, path: &Path, len: usize) {
-        path.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+    /// Counts a receive call on `path` that returned `count` datagrams, `len` bytes.
+    pub fn count_rx(&self, path: &Path, len: usize, count: usize) {
+        path.stats.rx_calls.fetch_add(1, Ordering::Relaxed);
+        path.stats
+            .rx_packets
+            .fetch_add(count as u64, Ordering::Relaxed);
         path.stats.rx_bytes.fetch_add(len as u64, Ordering::Relaxed);
         let nanos = self.epoch.elapsed().as_nanos().max(1) as u64;
         path.stats.last_rx_nanos.store(nanos, Ordering::Relaxed);
@@ -292,6 +343,21 @@ impl Transmit for Paths {
                 .destinations(path.id, now, self.window);
             for dst in dests.iter() {
                 ok |= path.send(dst, d);
+            }
+        }
+        ok
+    }
+
+    fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
+        let now = Instant::now();
+        let mut ok = false;
+        for path in self.live() {
+            let dests: Destinations = peer
+                .endpoints
+                .lock()
+                .destinations(path.id, now, self.window);
+            for dst in dests.iter() {
+                ok |= path.send_segments(dst, segments, segment);
             }
         }
         ok

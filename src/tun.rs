@@ -1,12 +1,18 @@
-//! The TUN device: created with TUNSETIFF, read and written one packet at a time.
+//! The TUN device, through tun-rs: multi-queue (one queue per worker), with the kernel's
+//! offloads (IFF_VNET_HDR, TSO4/TSO6, and USO where the kernel has it). A read returns a
+//! super-packet that tun-rs splits into MTU-sized packets, each written after the
+//! headroom the WireGuard header needs; a batch of decrypted packets is coalesced per
+//! flow (GRO) before it is written.
 //!
-//! The device is not persistent: the kernel removes it when the last descriptor closes,
-//! so it cannot outlive the daemon, whatever way the daemon exits.
+//! The device is not persistent: the kernel removes it when the last queue closes, so it
+//! cannot outlive the daemon, whatever way the daemon exits.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 /// Why the TUN device could not be made ready.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +41,6 @@ pub enum TunError {
     },
 }
 
-/// An open TUN device.
-pub struct Tun {
-    file: File,
-    name: String,
-}
-
 /// Checks an interface name as the kernel would, before it is used anywhere.
 pub fn check_name(name: &str) -> Result<(), TunError> {
     let ok = !name.is_empty()
@@ -57,113 +57,155 @@ pub fn check_name(name: &str) -> Result<(), TunError> {
     }
 }
 
-fn ifreq_with_name(name: &str) -> libc::ifreq {
-    // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
+/// Counters of one queue.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// read() calls that returned data.
+    pub reads: AtomicU64,
+    /// Packets those reads carried, after splitting.
+    pub read_packets: AtomicU64,
+    /// Batches written (one or more write() calls each).
+    pub write_batches: AtomicU64,
+    /// Packets written, before coalescing.
+    pub written_packets: AtomicU64,
+}
+
+/// One queue of the TUN device.
+pub struct TunQueue {
+    dev: tun_rs::SyncDevice,
+    /// Counters.
+    pub stats: QueueStats,
+}
+
+/// The TUN device: its name and its queues.
+pub struct Tun {
+    name: String,
+    /// One queue per worker.
+    pub queues: Vec<std::sync::Arc<TunQueue>>,
+}
+
+fn classify(name: &str, step: &'static str, e: io::Error) -> TunError {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) if step == "creating the device" => TunError::NoTunDevice,
+        Some(libc::EPERM) | Some(libc::EACCES) => TunError::NotPermitted(name.to_string()),
+        Some(libc::EBUSY) | Some(libc::EEXIST) => TunError::NameTaken(name.to_string()),
+        _ => TunError::Io {
+            name: name.to_string(),
+            step,
+            source: e,
+        },
     }
-    ifr
 }
 
 impl Tun {
-    /// Creates TUN device `name` (no packet information header) and sets its MTU.
-    pub fn create(name: &str, mtu: u32) -> Result<Tun, TunError> {
+    /// Creates TUN device `name` with `queues` queues, offloads on, and sets its MTU and
+    /// transmit queue length. The device is left down, without an address.
+    pub fn create(name: &str, mtu: u32, queues: usize) -> Result<Tun, TunError> {
         check_name(name)?;
         if std::path::Path::new("/sys/class/net").join(name).exists() {
             return Err(TunError::NameTaken(name.to_string()));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open("/dev/net/tun")
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => TunError::NoTunDevice,
-                io::ErrorKind::PermissionDenied => TunError::NotPermitted(name.to_string()),
-                _ => TunError::Io {
-                    name: name.to_string(),
-                    step: "opening /dev/net/tun",
-                    source: e,
-                },
-            })?;
-        let mut ifr = ifreq_with_name(name);
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-        // SAFETY: TUNSETIFF reads and writes an ifreq, which `ifr` is, on an open tun fd.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => TunError::NotPermitted(name.to_string()),
-                Some(libc::EBUSY) | Some(libc::EEXIST) | Some(libc::EINVAL) => {
-                    TunError::NameTaken(name.to_string())
-                }
-                _ => TunError::Io {
-                    name: name.to_string(),
-                    step: "TUNSETIFF",
-                    source: e,
-                },
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            return Err(TunError::NoTunDevice);
+        }
+        let first = tun_rs::DeviceBuilder::new()
+            .name(name)
+            .mtu(u16::try_from(mtu).unwrap_or(u16::MAX))
+            .offload(true)
+            .multi_queue(true)
+            .tx_queue_len(1000)
+            .build_sync()
+            .map_err(|e| classify(name, "creating the device", e))?;
+        let mut all = vec![TunQueue {
+            dev: first,
+            stats: QueueStats::default(),
+        }];
+        for _ in 1..queues.max(1) {
+            let q = all[0]
+                .dev
+                .try_clone()
+                .map_err(|e| classify(name, "opening another queue", e))?;
+            all.push(TunQueue {
+                dev: q,
+                stats: QueueStats::default(),
             });
         }
-        let tun = Tun {
-            file,
+        Ok(Tun {
             name: name.to_string(),
-        };
-        tun.set_mtu(mtu)?;
-        Ok(tun)
+            queues: all.into_iter().map(std::sync::Arc::new).collect(),
+        })
     }
 
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
     }
+}
 
-    fn set_mtu(&self, mtu: u32) -> Result<(), TunError> {
-        let err = |step, source| TunError::Io {
-            name: self.name.clone(),
-            step,
-            source,
+impl TunQueue {
+    /// Whether the kernel hands this queue TSO super-packets.
+    pub fn offload(&self) -> bool {
+        self.dev.tcp_gso()
+    }
+
+    /// Reads one packet or super-packet and splits it: packet `i` lands at
+    /// `bufs[i][offset..offset + sizes[i]]`. `scratch` must hold VIRTIO_NET_HDR_LEN +
+    /// 65535 bytes. Returns the number of packets.
+    pub fn recv_batch(
+        &self,
+        scratch: &mut [u8],
+        bufs: &mut [Vec<u8>],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> io::Result<usize> {
+        let n = self.dev.recv_multiple(scratch, bufs, sizes, offset)?;
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .read_packets
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// True if a read would not block now (more packets are queued).
+    pub fn readable_now(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.dev.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
         };
-        // SAFETY: socket() has no memory arguments; the result is checked below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(err(
-                "opening a socket to set the MTU",
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fd was just returned by socket() and is owned by nothing else.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut ifr = ifreq_with_name(&self.name);
-        ifr.ifr_ifru.ifru_mtu = mtu as libc::c_int;
-        // SAFETY: SIOCSIFMTU reads an ifreq, which `ifr` is.
-        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU, &ifr) };
-        if rc < 0 {
-            return Err(err("setting the MTU", io::Error::last_os_error()));
-        }
-        Ok(())
+        // SAFETY: pfd is one valid pollfd; a zero timeout never blocks.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        rc > 0 && pfd.revents & libc::POLLIN != 0
     }
 
-    /// Reads one packet into `buf`; returns its length.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: buf is a valid writable region of buf.len() bytes.
-        let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+    /// Waits up to `timeout` for a packet; true if one is ready.
+    pub fn wait_readable(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.dev.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+        rc > 0 && pfd.revents & libc::POLLIN != 0
     }
 
-    /// Writes one packet.
-    pub fn write(&self, pkt: &[u8]) -> io::Result<usize> {
-        // SAFETY: pkt is a valid readable region of pkt.len() bytes.
-        let n = unsafe { libc::write(self.file.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
+    /// Writes packets, each at `bufs[i][offset..]` (offset >= VIRTIO_NET_HDR_LEN),
+    /// coalescing TCP (and UDP) flows first. The Vecs may grow.
+    pub fn send_batch(
+        &self,
+        gro: &mut GROTable,
+        bufs: &mut [Vec<u8>],
+        offset: usize,
+    ) -> io::Result<()> {
+        if bufs.is_empty() {
+            return Ok(());
         }
+        self.stats.write_batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .written_packets
+            .fetch_add(bufs.len() as u64, Ordering::Relaxed);
+        self.dev.send_multiple(gro, bufs, offset).map(|_| ())
     }
 }
 

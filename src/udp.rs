@@ -208,3 +208,184 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
         v4 => v4,
     }
 }
+
+const SOL_UDP: i32 = 17;
+const UDP_SEGMENT: i32 = 103;
+const UDP_GRO: i32 = 104;
+/// The most segments one GSO send may carry (the kernel's UDP_MAX_SEGMENTS is 64 or
+/// more, depending on the version).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// The most bytes one GSO send may carry.
+pub const MAX_GSO_BYTES: usize = 65_000;
+
+/// Asks the kernel to coalesce received datagrams of a flow (UDP_GRO).
+pub fn enable_gro(sock: &UdpSocket) -> io::Result<()> {
+    setsockopt_int(sock.as_raw_fd(), SOL_UDP, UDP_GRO, 1)
+}
+
+/// Sets SO_SNDBUFFORCE and SO_RCVBUFFORCE (root), falling back to the plain options.
+pub fn set_buffers(sock: &UdpSocket, bytes: i32) {
+    let fd = sock.as_raw_fd();
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, bytes).is_err() {
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes);
+    }
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes).is_err() {
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes);
+    }
+}
+
+/// Space for one cmsg carrying an int, as CMSG_SPACE(sizeof(int)) on 64-bit Linux.
+const CMSG_BUF: usize = 64;
+
+/// Sends `buf` to `dst` as datagrams of `segment` bytes each (the last may be shorter),
+/// in one `sendmsg` with a UDP_SEGMENT control message. With `segment >= buf.len()` it is
+/// a plain send.
+pub fn send_segments(
+    sock: &UdpSocket,
+    v6_socket: bool,
+    dst: SocketAddr,
+    buf: &[u8],
+    segment: usize,
+) -> io::Result<usize> {
+    let (storage, addr_len) = sockaddr(destination(v6_socket, dst));
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; CMSG_BUF / 8];
+    // SAFETY: msghdr is plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&storage as *const libc::sockaddr_storage) as *mut libc::c_void;
+    msg.msg_namelen = addr_len;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if segment < buf.len() {
+        let seg = segment as u16;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure computation on a size.
+        msg.msg_controllen =
+            unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+        // SAFETY: msg_control points at `control`, which is larger than msg_controllen, so
+        // CMSG_FIRSTHDR returns a pointer inside it, and CMSG_DATA has room for a u16.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), seg);
+        }
+    }
+    // SAFETY: msg points at live buffers (storage, iov over buf, control) for the call.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Receives into `buf`. Returns the length, the sender, and the size of the datagrams the
+/// kernel coalesced (UDP_GRO); equal to the length when there was only one.
+pub fn recv_segments(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; CMSG_BUF / 8];
+    // SAFETY: msghdr is plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = CMSG_BUF;
+    // SAFETY: msg points at live buffers (storage, iov over buf, control) for the call.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    let mut segment = n;
+    // SAFETY: the kernel filled msg_control up to msg_controllen; the CMSG macros walk it
+    // within those bounds, and a UDP_GRO message carries an int.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                if v > 0 {
+                    segment = v as usize;
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let addr = from_sockaddr(&storage).ok_or_else(|| io::Error::other("unknown address family"))?;
+    Ok((n, canonical(addr), segment))
+}
+
+fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::from((
+                a.sin_addr.s_addr.to_ne_bytes(),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_send_arrives_as_separate_datagrams_and_gro_coalesces() {
+        let rx = open(&SocketOptions::default()).unwrap();
+        let tx = open(&SocketOptions::default()).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let dst: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut buf = vec![0u8; 3 * 100 + 40];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i / 100) as u8;
+        }
+        let n = send_segments(&tx, true, dst, &buf, 100).unwrap();
+        assert_eq!(n, buf.len());
+        let mut got = vec![0u8; 2000];
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            let (n, _, seg) = recv_segments(&rx, &mut got).unwrap();
+            assert_eq!(seg, n, "GRO is off: one datagram per read");
+            assert!(got[..n].iter().all(|&b| b == got[0]));
+            sizes.push(n);
+        }
+        assert_eq!(sizes, vec![100, 100, 100, 40]);
+
+        enable_gro(&rx).unwrap();
+        send_segments(&tx, true, dst, &buf, 100).unwrap();
+        let mut total = 0;
+        while total < buf.len() {
+            let (n, from, seg) = recv_segments(&rx, &mut got).unwrap();
+            assert_eq!(from.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+            assert!(seg == 100 || n == 40, "segment size {seg} for {n} bytes");
+            total += n;
+        }
+        assert_eq!(total, buf.len());
+    }
+}
