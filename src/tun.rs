@@ -114,6 +114,7 @@ impl Tun {
             .offload(true)
             .multi_queue(true)
             .tx_queue_len(1000)
+            .enable(false)
             .build_sync()
             .map_err(|e| classify(name, "creating the device", e))?;
         let mut all = vec![TunQueue {
