@@ -62,3 +62,12 @@ step "cargo test --release $*"
 # The integration tests serialise their network labs themselves (one lab at a
 # time per test binary), and give every namespace and device a unique name.
 cargo test --release "$@"
+
+# The network suites again, once per datapath configuration: every daemon a test
+# starts gets these extra arguments (tests/common reads MPWG_TEST_ARGS).
+if [[ $# -eq 0 ]]; then
+    for cfg in "--cores 1 --batch 1" "--cores 1 --batch 64" "--cores 2 --batch 1" "--cores 2 --batch 64"; do
+        step "network tests with mpwg up $cfg"
+        MPWG_TEST_ARGS="$cfg" cargo test --release --test interop --test multipath --test datapath
+    done
+fi

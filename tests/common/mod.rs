@@ -407,6 +407,17 @@ pub struct Daemon {
     dir: TempDir,
 }
 
+/// Extra `mpwg up` arguments for every daemon a test starts, from the environment
+/// variable MPWG_TEST_ARGS (e.g. "--cores 1 --batch 1"): scripts/test.sh runs the
+/// network tests once per datapath configuration this way.
+pub fn datapath_args() -> Vec<String> {
+    std::env::var("MPWG_TEST_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
 impl Daemon {
     /// `mpwg up NAME ARGS... -v` in `ns`, waiting until it answers `wg show`.
     pub fn mpwg(ns: &Netns, name: &str, args: &[&str]) -> Daemon {
@@ -424,10 +435,12 @@ impl Daemon {
         let out = File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let mut argv: Vec<&str> = Vec::new();
+        let extra = datapath_args();
         let mut cmd = match kind {
             Impl::Mpwg => {
                 argv.extend([MPWG, "up", name]);
                 argv.extend(args);
+                argv.extend(extra.iter().map(String::as_str));
                 if !args.iter().any(|a| a.starts_with("-v")) {
                     argv.push("-v");
                 }
@@ -1398,5 +1411,293 @@ impl Pair {
         let a = self.a.dump();
         let b2 = self.b.dump();
         (b1, a, b2)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Multi-path: nft, interface indices, `mpwg show`, background pings
+// ---------------------------------------------------------------------------------
+
+/// Apply an nft script inside `ns` (`nft -f -`: one transaction, all or nothing);
+/// panics with nft's stderr on failure.
+pub fn nft(ns: &Netns, script: &str) {
+    let mut cmd = ns.command("nft", &["-f", "-"]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run nft in {}: {e}", ns.name()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft -f - in {} failed ({}): {}\nscript:\n{script}",
+        ns.name(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The index of interface `ifname` in `ns` (`ip -o link show dev IFNAME`).
+pub fn link_index(ns: &Netns, ifname: &str) -> u32 {
+    let out = ns.ip(&["-o", "link", "show", "dev", ifname]);
+    out.split(':')
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no index in `ip -o link show dev {ifname}`: {out}"))
+}
+
+/// The cells of a line of a table whose columns are separated by two or more spaces
+/// (a cell may hold single spaces, like "3ms ago" or "PEER ENDPOINTS").
+pub fn table_cells(line: &str) -> Vec<String> {
+    line.split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The columns of `mpwg show` that the tests read, in order (there may be more).
+pub const SHOW_COLUMNS: &[&str] = &[
+    "PATH",
+    "IFACE",
+    "INDEX",
+    "STATE",
+    "LOCAL",
+    "PEER ENDPOINTS",
+    "TX PKTS",
+    "TX BYTES",
+    "RX PKTS",
+    "RX BYTES",
+    "SEND ERRS",
+    "LAST RX",
+    "WINS",
+    "DUPS",
+];
+
+/// One path (row) of `mpwg show`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShowPath {
+    pub path: usize,
+    pub iface: String,
+    /// The interface index, as printed ("-" for none).
+    pub index: String,
+    pub state: String,
+    /// The LOCAL addresses (empty for "-").
+    pub local: Vec<String>,
+    /// The PEER ENDPOINTS (empty for "-").
+    pub endpoints: Vec<String>,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub send_errors: u64,
+    /// "never", "NNNms ago" or "N.Ns ago".
+    pub last_rx: String,
+    pub wins: u64,
+    pub dups: u64,
+}
+
+/// `mpwg show`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Show {
+    /// The whole text, for messages.
+    pub text: String,
+    /// The first line ("interface: ...  listening port: ...  mode: ...  receive: ...").
+    pub header: String,
+    /// The column names of the second line.
+    pub columns: Vec<String>,
+    pub paths: Vec<ShowPath>,
+}
+
+fn comma_list(cell: &str) -> Vec<String> {
+    if cell == "-" {
+        Vec::new()
+    } else {
+        cell.split(',').map(str::to_string).collect()
+    }
+}
+
+impl Show {
+    /// Parse `mpwg show` output; panics (with the text) if it is not the expected table.
+    pub fn parse(text: &str) -> Show {
+        let mut lines = text.lines();
+        let header = lines
+            .next()
+            .unwrap_or_else(|| panic!("empty `mpwg show` output"))
+            .to_string();
+        let columns = table_cells(
+            lines
+                .next()
+                .unwrap_or_else(|| panic!("`mpwg show` has no column header:\n{text}")),
+        );
+        let mut paths = Vec::new();
+        // The path rows: one per path, numbered from 0. Whatever follows them (other
+        // sections, such as per-queue statistics) is not parsed.
+        for line in lines {
+            let cells = table_cells(line);
+            if cells.first().map(String::as_str) != Some(paths.len().to_string().as_str()) {
+                break;
+            }
+            assert_eq!(
+                cells.len(),
+                columns.len(),
+                "`mpwg show` row {line:?} does not have one cell per column {columns:?}:\n{text}"
+            );
+            let cell = |name: &str| -> &str {
+                let i = columns
+                    .iter()
+                    .position(|c| c == name)
+                    .unwrap_or_else(|| panic!("`mpwg show` has no column {name:?}:\n{text}"));
+                &cells[i]
+            };
+            let num = |name: &str| -> u64 {
+                cell(name).parse().unwrap_or_else(|_| {
+                    panic!("`mpwg show` column {name:?} is not a number in {line:?}:\n{text}")
+                })
+            };
+            paths.push(ShowPath {
+                path: num("PATH") as usize,
+                iface: cell("IFACE").to_string(),
+                index: cell("INDEX").to_string(),
+                state: cell("STATE").to_string(),
+                local: comma_list(cell("LOCAL")),
+                endpoints: comma_list(cell("PEER ENDPOINTS")),
+                tx_packets: num("TX PKTS"),
+                tx_bytes: num("TX BYTES"),
+                rx_packets: num("RX PKTS"),
+                rx_bytes: num("RX BYTES"),
+                send_errors: num("SEND ERRS"),
+                last_rx: cell("LAST RX").to_string(),
+                wins: num("WINS"),
+                dups: num("DUPS"),
+            });
+        }
+        Show {
+            text: text.to_string(),
+            header,
+            columns,
+            paths,
+        }
+    }
+
+    /// The row of path `i` (0-based, in the order the paths were given).
+    pub fn path(&self, i: usize) -> &ShowPath {
+        self.paths
+            .get(i)
+            .unwrap_or_else(|| panic!("`mpwg show` has no path {i}:\n{}", self.text))
+    }
+}
+
+/// `mpwg show DEV`. The control socket lives in /var/run/wireguard, which every
+/// namespace shares, so this runs in the test's own namespace (no `ip netns exec`,
+/// which keeps a 100 ms polling loop cheap). Panics if it fails.
+pub fn mpwg_show(dev: &str) -> Show {
+    Show::parse(&check(Command::new(MPWG).args(["show", dev])))
+}
+
+/// Whether a LAST RX cell has one of its documented forms: "never", "NNNms ago",
+/// "N.Ns ago".
+pub fn is_last_rx(cell: &str) -> bool {
+    if cell == "never" {
+        return true;
+    }
+    let Some(v) = cell.strip_suffix(" ago") else {
+        return false;
+    };
+    if let Some(ms) = v.strip_suffix("ms") {
+        return !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit());
+    }
+    if let Some(s) = v.strip_suffix('s') {
+        if let Some((whole, tenth)) = s.split_once('.') {
+            return !whole.is_empty()
+                && whole.bytes().all(|b| b.is_ascii_digit())
+                && tenth.len() == 1
+                && tenth.bytes().all(|b| b.is_ascii_digit());
+        }
+    }
+    false
+}
+
+/// `(transmitted, received)` from ping's summary line ("N packets transmitted, M
+/// received, ...").
+pub fn parse_ping_summary(text: &str) -> Option<(u32, u32)> {
+    let line = text.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut tx = None;
+    let mut rx = None;
+    for part in line.split(',') {
+        let part = part.trim();
+        if let Some(n) = part.strip_suffix(" packets transmitted") {
+            tx = n.trim().parse().ok();
+        } else if let Some(n) = part.strip_suffix(" received") {
+            rx = n.trim().parse().ok();
+        }
+    }
+    Some((tx?, rx?))
+}
+
+/// A `ping` running in the background inside a namespace. Dropped without
+/// [`PingRun::finish`] (a failing test), it is killed and reaped.
+pub struct PingRun {
+    child: Option<Child>,
+    what: String,
+    started: Instant,
+}
+
+impl PingRun {
+    /// `ping -n -q -c COUNT -i INTERVAL -W 1 DST` in `ns`. Intervals below 0.2 s need
+    /// root, which the lab has anyway.
+    pub fn start(ns: &Netns, dst: &str, count: u32, interval: &str) -> PingRun {
+        let count = count.to_string();
+        let argv = [
+            "ping", "-n", "-q", "-c", &count, "-i", interval, "-W", "1", dst,
+        ];
+        let child = ns.spawn(&argv, Stdio::piped(), Stdio::piped());
+        PingRun {
+            child: Some(child),
+            what: format!("`{}` in {}", argv.join(" "), ns.name()),
+            started: Instant::now(),
+        }
+    }
+
+    /// When it was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Wait for it to end; returns `(transmitted, received)`. Panics if its summary
+    /// cannot be read, or if it runs for more than a minute.
+    pub fn finish(mut self) -> (u32, u32) {
+        let mut child = self.child.take().unwrap();
+        if wait_timeout(&mut child, Duration::from_secs(60)).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} still ran after 60 s", self.what);
+        }
+        let out = child.wait_with_output().expect("ping output");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        parse_ping_summary(&stdout).unwrap_or_else(|| {
+            panic!(
+                "cannot read the summary of {} ({}):\n{stdout}\n{}",
+                self.what,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for PingRun {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
