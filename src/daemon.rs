@@ -43,6 +43,8 @@ pub struct Options {
     pub cores: usize,
     /// Packets per batch.
     pub batch: usize,
+    /// io_uring or plain system calls at the socket edge.
+    pub io: datapath::Io,
 }
 
 /// Why the daemon could not start.
@@ -69,6 +71,9 @@ pub enum DaemonError {
     /// The UAPI or control socket.
     #[error(transparent)]
     Socket(#[from] SocketBindError),
+    /// The kernel lacks an io_uring feature the datapath needs.
+    #[error("{0} (or run with --io syscalls)")]
+    Uring(#[from] crate::uring::UringUnsupported),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
@@ -95,6 +100,7 @@ struct Tunnel {
     tun: Arc<Tun>,
     receive: ReceiveMode,
     batch: usize,
+    io: datapath::Io,
     /// Serialises `set` requests, so a port change and the rest apply together.
     set_lock: Mutex<()>,
 }
@@ -107,7 +113,7 @@ impl Tunnel {
         let t = self.clone();
         let queue = datapath::queue_for(&self.tun.queues, path.id);
         datapath::spawn(format!("mpwg-rx-{}", path.label()), move || {
-            datapath::rx_worker(&path, &sock, &t.device, &t.paths, &queue, t.batch)
+            datapath::rx_worker(&path, &sock, &t.device, &t.paths, &queue, t.batch, t.io)
         });
     }
 
@@ -117,7 +123,7 @@ impl Tunnel {
             let queue = queue.clone();
             datapath::spawn(format!("mpwg-tx-{i}"), move || {
                 datapath::pin_to(i);
-                datapath::tx_worker(&queue, &t.device, &t.paths, t.batch)
+                datapath::tx_worker(&queue, &t.device, &t.paths, t.batch, t.io)
             });
         }
     }
@@ -324,6 +330,9 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         }
         initial = parsed.request;
     }
+    if opts.io == datapath::Io::Uring {
+        crate::uring::probe()?;
+    }
     let interfaces = netlink::interfaces().map_err(DaemonError::Netlink)?;
     let ifaces = crate::path::resolve(&opts.paths, &interfaces)?;
     if !has_net_admin() {
@@ -345,6 +354,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         tun,
         receive: opts.receive,
         batch: opts.batch,
+        io: opts.io,
         set_lock: Mutex::new(()),
     });
     let uapi = UapiServer::bind(&opts.name)?;

@@ -9,7 +9,9 @@
 //!   the rest in place, and writes the batch of decrypted packets to the TUN, coalesced per
 //!   flow. Packets of one flow keep the order they arrived in.
 
+use std::cell::RefCell;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +19,11 @@ use std::time::{Duration, Instant};
 use crate::device::{Device, Received, Sealed};
 use crate::gso::GsoBatch;
 use crate::path::{Source, Transmit};
+use crate::peer::Peer;
 use crate::session::{HEADROOM, TAILROOM};
 use crate::socket::{Path, PathSocket, Paths};
 use crate::tun::{GROTable, TunQueue, VIRTIO_NET_HDR_LEN};
+use crate::uring::{UringRx, UringTx};
 
 /// The most bytes one packet (or super-packet) can have.
 const MAX_PACKET: usize = 65535;
@@ -35,17 +39,68 @@ fn would_block(e: &io::Error) -> bool {
     )
 }
 
+/// How the workers reach the sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Io {
+    /// io_uring: one submission sends a batch on every path; multishot receives over
+    /// provided buffer rings.
+    #[default]
+    Uring,
+    /// Plain `sendmsg`/`recvmsg` (still with GSO and GRO), for kernels before 6.0.
+    Syscalls,
+}
+
+/// A TX worker's way to send: its own io_uring, over the tunnel's paths.
+struct UringTransmit<'a> {
+    paths: &'a Paths,
+    ring: RefCell<UringTx>,
+}
+
+impl Transmit for UringTransmit<'_> {
+    fn send_to_peer(&self, peer: &Peer, d: &[u8]) -> bool {
+        self.send_segments_to_peer(peer, d, d.len())
+    }
+
+    fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
+        self.paths
+            .send_segments_via(&mut self.ring.borrow_mut(), peer, segments, segment)
+    }
+
+    fn send_to(&self, dst: Source, d: &[u8]) -> bool {
+        self.paths.send_to(dst, d)
+    }
+}
+
 /// Sends the batch, reports it to the device, and empties it.
-fn flush(batch: &mut GsoBatch, device: &Device, paths: &Paths, now: Instant) {
+fn flush(batch: &mut GsoBatch, device: &Device, tx: &dyn Transmit, now: Instant) {
     if let Some(r) = batch.ready() {
-        let ok = paths.send_segments_to_peer(r.peer, r.bytes, r.segment);
-        device.note_sent(r.peer, r.bytes.len(), r.data_packets, ok, now, paths);
+        let ok = tx.send_segments_to_peer(r.peer, r.bytes, r.segment);
+        device.note_sent(r.peer, r.bytes.len(), r.data_packets, ok, now, tx);
     }
     batch.clear();
 }
 
 /// Reads the TUN queue, seals, sends. Runs until the process ends.
-pub fn tx_worker(queue: &TunQueue, device: &Device, paths: &Paths, batch_size: usize) {
+pub fn tx_worker(queue: &TunQueue, device: &Device, paths: &Paths, batch_size: usize, io: Io) {
+    match io {
+        Io::Syscalls => tx_loop(queue, device, paths, batch_size),
+        Io::Uring => match UringTx::new(256) {
+            Ok(ring) => {
+                let tx = UringTransmit {
+                    paths,
+                    ring: RefCell::new(ring),
+                };
+                tx_loop(queue, device, &tx, batch_size)
+            }
+            Err(e) => {
+                tracing::error!("cannot set up the TX io_uring ({e}): using plain system calls");
+                tx_loop(queue, device, paths, batch_size)
+            }
+        },
+    }
+}
+
+fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usize) {
     let batch_size = batch_size.max(1);
     let slots = batch_size.max(SPLIT_MAX);
     let mut scratch = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
@@ -78,17 +133,17 @@ pub fn tx_worker(queue: &TunQueue, device: &Device, paths: &Paths, batch_size: u
         }
         let now = Instant::now();
         for (buf, &len) in bufs[..total].iter_mut().zip(&sizes[..total]) {
-            if let Sealed::Ready(peer, n) = device.seal_ip_packet(buf, len, now, paths) {
+            if let Sealed::Ready(peer, n) = device.seal_ip_packet(buf, len, now, tx) {
                 if !batch.fits(&peer, n) {
-                    flush(&mut batch, device, paths, now);
+                    flush(&mut batch, device, tx, now);
                 }
                 batch.push(&peer, &buf[..n], len > 0);
             }
             if batch_size == 1 {
-                flush(&mut batch, device, paths, now);
+                flush(&mut batch, device, tx, now);
             }
         }
-        flush(&mut batch, device, paths, now);
+        flush(&mut batch, device, tx, now);
     }
 }
 
@@ -101,52 +156,114 @@ pub fn rx_worker(
     paths: &Paths,
     queue: &TunQueue,
     batch_size: usize,
+    io: Io,
 ) {
-    let batch_size = batch_size.max(1);
+    let mut rx = Receiver::new(path, device, paths, queue, batch_size);
+    if io == Io::Uring {
+        match UringRx::new(sock.raw_fd(), RX_RING_BUFFERS) {
+            Ok(mut ring) => {
+                while !sock.closed.load(Ordering::Relaxed) {
+                    let r = ring.recv(Duration::from_millis(500), &mut |from, payload, segment| {
+                        rx.handle(from, payload, segment)
+                    });
+                    if let Err(e) = r {
+                        tracing::warn!(path = path.label(), "receive failed: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    rx.write();
+                }
+                return;
+            }
+            Err(e) => tracing::error!(
+                path = path.label(),
+                "cannot set up the RX io_uring ({e}): using plain system calls"
+            ),
+        }
+    }
     let mut buf = vec![0u8; MAX_PACKET + 1];
-    let mut out: Vec<Vec<u8>> = (0..batch_size)
-        .map(|_| Vec::with_capacity(TUN_WRITE_OFFSET + MAX_PACKET))
-        .collect();
-    let mut gro = GROTable::default();
     while !sock.closed.load(Ordering::Relaxed) {
-        let (n, from, segment) = match sock.recv_segments(&mut buf) {
-            Ok(x) => x,
+        match sock.recv_segments(&mut buf) {
+            Ok((n, from, segment)) => rx.handle(from, &mut buf[..n], segment),
             Err(e) if would_block(&e) => continue,
             Err(e) => {
                 tracing::warn!(path = path.label(), "receive failed: {e}");
                 std::thread::sleep(Duration::from_millis(10));
-                continue;
             }
-        };
+        }
+        rx.write();
+    }
+}
+
+/// Provided buffers per path socket's receive ring (64 KiB each).
+const RX_RING_BUFFERS: u16 = 64;
+
+/// What an RX worker holds between receives: the decrypted packets waiting for the TUN.
+struct Receiver<'a> {
+    path: &'a Path,
+    device: &'a Device,
+    paths: &'a Paths,
+    queue: &'a TunQueue,
+    out: Vec<Vec<u8>>,
+    ready: usize,
+    gro: GROTable,
+}
+
+impl<'a> Receiver<'a> {
+    fn new(
+        path: &'a Path,
+        device: &'a Device,
+        paths: &'a Paths,
+        queue: &'a TunQueue,
+        batch_size: usize,
+    ) -> Receiver<'a> {
+        Receiver {
+            path,
+            device,
+            paths,
+            queue,
+            out: (0..batch_size.max(1))
+                .map(|_| Vec::with_capacity(TUN_WRITE_OFFSET + MAX_PACKET))
+                .collect(),
+            ready: 0,
+            gro: GROTable::default(),
+        }
+    }
+
+    /// Splits one receive (a GRO batch) into datagrams and opens each in place.
+    fn handle(&mut self, from: SocketAddr, payload: &mut [u8], segment: usize) {
+        let n = payload.len();
         let segment = segment.clamp(1, n.max(1));
-        paths.count_rx(path, n, n.div_ceil(segment));
+        self.paths.count_rx(self.path, n, n.div_ceil(segment));
         let src = Source {
             addr: from,
-            path: path.id,
+            path: self.path.id,
         };
         let now = Instant::now();
-        let mut k = 0;
-        for datagram in buf[..n].chunks_mut(segment) {
-            match device.receive(src, datagram, now, paths) {
+        for datagram in payload.chunks_mut(segment) {
+            match self.device.receive(src, datagram, now, self.paths) {
                 Received::Packet(r) => {
-                    path.stats.wins.fetch_add(1, Ordering::Relaxed);
-                    let o = &mut out[k];
+                    self.path.stats.wins.fetch_add(1, Ordering::Relaxed);
+                    let o = &mut self.out[self.ready];
                     o.clear();
                     o.resize(TUN_WRITE_OFFSET, 0);
                     o.extend_from_slice(&datagram[r]);
-                    k += 1;
-                    if k == batch_size {
-                        write_batch(queue, &mut gro, &mut out[..k]);
-                        k = 0;
+                    self.ready += 1;
+                    if self.ready == self.out.len() {
+                        self.write();
                     }
                 }
                 Received::Duplicate => {
-                    path.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    self.path.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
                 Received::Nothing => {}
             }
         }
-        write_batch(queue, &mut gro, &mut out[..k]);
+    }
+
+    /// Writes the packets waiting, coalesced per flow.
+    fn write(&mut self) {
+        let n = std::mem::take(&mut self.ready);
+        write_batch(self.queue, &mut self.gro, &mut self.out[..n]);
     }
 }
 

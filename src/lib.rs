@@ -31,3 +31,4 @@ pub mod timers;
 pub mod tun;
 pub mod uapi;
 pub mod udp;
+pub mod uring;

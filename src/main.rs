@@ -26,6 +26,15 @@ enum Receive {
     Primary,
 }
 
+/// Socket I/O of the datapath.
+#[derive(Clone, Copy, ValueEnum)]
+enum IoArg {
+    /// io_uring: batched submissions, multishot receive over buffer rings.
+    Uring,
+    /// Plain sendmsg/recvmsg (with GSO and GRO), for kernels before 6.0.
+    Syscalls,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Creates a WireGuard interface and runs it in the foreground until SIGINT/SIGTERM.
@@ -62,6 +71,9 @@ enum Command {
         /// Packets handled per batch (TUN reads, GSO sends, TUN writes).
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
         batch: u16,
+        /// Socket I/O: io_uring (Linux 6.0 or later), or plain system calls.
+        #[arg(long, value_enum, default_value_t = IoArg::Uring)]
+        io: IoArg,
         /// More logging: -v for events, -vv for debugging, -vvv for every packet.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
@@ -127,6 +139,7 @@ fn main() -> ExitCode {
             endpoint_window,
             cores,
             batch,
+            io,
             verbose,
         } => {
             init_logging(verbose);
@@ -146,6 +159,10 @@ fn main() -> ExitCode {
                     .map(usize::from)
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 batch: usize::from(batch),
+                io: match io {
+                    IoArg::Uring => mpwg::datapath::Io::Uring,
+                    IoArg::Syscalls => mpwg::datapath::Io::Syscalls,
+                },
             };
             match mpwg::daemon::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,

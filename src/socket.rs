@@ -18,6 +18,7 @@ use crate::endpoint::{Destinations, DEFAULT_WINDOW};
 use crate::path::{PathId, Source, Transmit};
 use crate::peer::Peer;
 use crate::udp::{self, SocketOptions, UdpError};
+use crate::uring::{Send, UringTx};
 
 /// Send and receive buffer size of a path socket, in bytes.
 const SOCKET_BUFFER: i32 = 8 << 20;
@@ -84,6 +85,11 @@ impl PathSocket {
             port: local.port(),
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// The descriptor, for io_uring submissions (the socket outlives them).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.sock)
     }
 
     /// Receives a GRO batch: (bytes, sender, segment size). Times out after 500 ms, so a
@@ -329,6 +335,68 @@ impl Paths {
     fn live(&self) -> impl Iterator<Item = &Arc<Path>> {
         let any_up = self.paths.iter().any(|p| p.is_up());
         self.paths.iter().filter(move |p| p.is_up() || !any_up)
+    }
+}
+
+impl Paths {
+    /// Sends `buf` (datagrams of `segment` bytes) to `peer` on every live path through
+    /// `ring`: one `sendmsg` per path socket and destination, all in one submission, so a
+    /// slow or dead path never delays another, and the one ciphertext buffer is shared by
+    /// every path. Paths where GSO was refused send one datagram per call instead.
+    pub fn send_segments_via(
+        &self,
+        ring: &mut UringTx,
+        peer: &Peer,
+        buf: &[u8],
+        segment: usize,
+    ) -> bool {
+        let now = Instant::now();
+        let count = buf.len().div_ceil(segment.max(1));
+        let mut ok = false;
+        let mut targets: Vec<(&Arc<Path>, SocketAddr, Arc<PathSocket>)> = Vec::new();
+        for path in self.live() {
+            let dests: Destinations = peer
+                .endpoints
+                .lock()
+                .destinations(path.id, now, self.window);
+            for dst in dests.iter() {
+                if count > 1 && !path.gso.load(Ordering::Relaxed) {
+                    ok |= path.send_segments(dst, buf, segment);
+                } else {
+                    targets.push((path, dst, path.socket()));
+                }
+            }
+        }
+        let sends: Vec<Send> = targets
+            .iter()
+            .map(|(_, dst, sock)| Send {
+                fd: sock.raw_fd(),
+                dst: *dst,
+                v6_socket: sock.v6,
+                buf,
+                segment,
+            })
+            .collect();
+        let mut results: Vec<io::Result<usize>> = sends.iter().map(|_| Ok(0)).collect();
+        ring.send_all(&sends, &mut results);
+        for ((path, dst, _), r) in targets.iter().zip(results) {
+            ok |= match r {
+                Err(e)
+                    if count > 1
+                        && matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) =>
+                {
+                    path.gso.store(false, Ordering::Relaxed);
+                    tracing::warn!(
+                        path = path.label(),
+                        "path {}: the kernel refused UDP GSO ({e}); sending one datagram per call from now on",
+                        path.label()
+                    );
+                    path.send_segments(*dst, buf, segment)
+                }
+                r => path.sent(*dst, r.map(|_| ()), buf.len(), count),
+            };
+        }
+        ok
     }
 }
 
