@@ -339,6 +339,21 @@ impl Paths {
 }
 
 impl Paths {
+    /// Calls `f` for every live path and every address the peer gets copies at on it.
+    /// The peer's endpoint lock is held only to copy the addresses out, never during `f`.
+    fn each_destination(&self, peer: &Peer, mut f: impl FnMut(&Arc<Path>, SocketAddr)) {
+        let now = Instant::now();
+        for path in self.live() {
+            let dests: Destinations = peer
+                .endpoints
+                .lock()
+                .destinations(path.id, now, self.window);
+            for dst in dests.iter() {
+                f(path, dst);
+            }
+        }
+    }
+
     /// Sends `buf` (datagrams of `segment` bytes) to `peer` on every live path through
     /// `ring`: one `sendmsg` per path socket and destination, all in one submission, so a
     /// slow or dead path never delays another, and the one ciphertext buffer is shared by
@@ -350,23 +365,16 @@ impl Paths {
         buf: &[u8],
         segment: usize,
     ) -> bool {
-        let now = Instant::now();
         let count = buf.len().div_ceil(segment.max(1));
         let mut ok = false;
-        let mut targets: Vec<(&Arc<Path>, SocketAddr, Arc<PathSocket>)> = Vec::new();
-        for path in self.live() {
-            let dests: Destinations = peer
-                .endpoints
-                .lock()
-                .destinations(path.id, now, self.window);
-            for dst in dests.iter() {
-                if count > 1 && !path.gso.load(Ordering::Relaxed) {
-                    ok |= path.send_segments(dst, buf, segment);
-                } else {
-                    targets.push((path, dst, path.socket()));
-                }
+        let mut targets: Vec<(Arc<Path>, SocketAddr, Arc<PathSocket>)> = Vec::new();
+        self.each_destination(peer, |path, dst| {
+            if count > 1 && !path.gso.load(Ordering::Relaxed) {
+                ok |= path.send_segments(dst, buf, segment);
+            } else {
+                targets.push((path.clone(), dst, path.socket()));
             }
-        }
+        });
         let sends: Vec<Send> = targets
             .iter()
             .map(|(_, dst, sock)| Send {
@@ -402,32 +410,14 @@ impl Paths {
 
 impl Transmit for Paths {
     fn send_to_peer(&self, peer: &Peer, d: &[u8]) -> bool {
-        let now = Instant::now();
-        let mut ok = false;
-        for path in self.live() {
-            let dests: Destinations = peer
-                .endpoints
-                .lock()
-                .destinations(path.id, now, self.window);
-            for dst in dests.iter() {
-                ok |= path.send(dst, d);
-            }
-        }
-        ok
+        self.send_segments_to_peer(peer, d, d.len())
     }
 
     fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
-        let now = Instant::now();
         let mut ok = false;
-        for path in self.live() {
-            let dests: Destinations = peer
-                .endpoints
-                .lock()
-                .destinations(path.id, now, self.window);
-            for dst in dests.iter() {
-                ok |= path.send_segments(dst, segments, segment);
-            }
-        }
+        self.each_destination(peer, |path, dst| {
+            ok |= path.send_segments(dst, segments, segment);
+        });
         ok
     }
 
