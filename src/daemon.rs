@@ -74,6 +74,9 @@ pub enum DaemonError {
     /// The kernel lacks an io_uring feature the datapath needs.
     #[error("{0} (or run with --io syscalls)")]
     Uring(#[from] crate::uring::UringUnsupported),
+    /// A worker thread panicked; the daemon shut down.
+    #[error("a worker thread failed (see the log above); mpwg shut down")]
+    WorkerFailed,
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
@@ -390,5 +393,8 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     tracing::info!(device = %opts.name, signal = ?sig, "shutting down");
     drop(control);
     drop(uapi);
+    if datapath::WORKER_FAILED.load(Ordering::SeqCst) {
+        return Err(DaemonError::WorkerFailed);
+    }
     Ok(())
 }

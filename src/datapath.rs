@@ -282,11 +282,24 @@ pub fn pin_to(core: usize) {
     }
 }
 
-/// Starts `f` on a named thread.
+/// Set when a worker thread panicked: the daemon then shuts down (cleanly, through the
+/// same path as SIGTERM) and exits nonzero, rather than run on with a dead worker.
+pub static WORKER_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts `f` on a named thread. If it panics, the panic is logged and the daemon is asked
+/// to stop.
 pub fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
+    let thread_name = name.clone();
     std::thread::Builder::new()
         .name(name)
-        .spawn(f)
+        .spawn(move || {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                tracing::error!("worker thread {thread_name} failed: shutting down");
+                WORKER_FAILED.store(true, Ordering::SeqCst);
+                // The main thread's signal loop then runs the normal shutdown.
+                let _ = signal_hook::low_level::raise(libc::SIGTERM);
+            }
+        })
         .expect("spawning a thread");
 }
 
