@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""Parses and summarises the raw files that scripts/bench.sh writes.
+
+    report.py tcp FILE                 one progress line for an iperf3 TCP run
+    report.py udp FILE PAYLOAD         one progress line for an iperf3 UDP run
+    report.py ping FILE                one progress line for a ping log
+    report.py final OUTDIR             results.json, results.csv, results.md, chart.png
+
+OUTDIR holds meta.tsv (key, value), configs.tsv (id, label, status, note),
+cpu.tsv (config, round, test, CPU ticks of the daemon at side a, of side b, busy
+ticks of the whole machine, of the ksoftirqd threads, user ticks of both daemons, user
+ticks of the whole machine) and raw/CONFIG/rROUND-TEST.{json,ping}.
+
+Statistics: every figure is measured once per round; the tables give the median
+over rounds and the spread as min-max. RTT percentiles come from one
+HdrHistogram per system that pools the pings of every round (the tails need the
+samples), and the per-round p99 is kept in the JSON to show its spread.
+"""
+
+import csv
+import json
+import math
+import os
+import re
+import statistics
+import sys
+
+TESTS = ["tcp1", "tcp4", "udp64", "udp1400"]
+# IP packet size on the tunnel -> UDP payload that iperf3 sends (20 IP + 8 UDP).
+UDP_PAYLOAD = {"udp64": 64 - 28, "udp1400": 1400 - 28}
+MPWG = ["m1", "m2", "m3", "mx"]
+PEERS = ["wggo", "bt", "bt4"]
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(d, dict) or d.get("error") or "end" not in d:
+        return None
+    return d
+
+
+def iperf_cpu_s(d, seconds, kind="total"):
+    """CPU seconds iperf3 itself used, client and server (its own cpu_utilization_percent)."""
+    u = d["end"].get("cpu_utilization_percent") or {}
+    if f"host_{kind}" not in u:
+        return None
+    return (u[f"host_{kind}"] + u.get(f"remote_{kind}", 0.0)) / 100.0 * seconds
+
+
+def iperf_tcp(path):
+    d = load_json(path)
+    if d is None:
+        return None
+    r = d["end"].get("sum_received") or {}
+    if not r.get("seconds"):
+        return None
+    return {
+        "gbps": r["bits_per_second"] / 1e9,
+        "bytes": r["bytes"],
+        "seconds": r["seconds"],
+        "iperf_cpu_s": iperf_cpu_s(d, r["seconds"]),
+        "iperf_user_s": iperf_cpu_s(d, r["seconds"], "user"),
+    }
+
+
+def iperf_udp(path, payload):
+    d = load_json(path)
+    if d is None:
+        return None
+    end = d["end"]
+    r = end.get("sum_received") or end.get("sum") or {}
+    s = end.get("sum_sent") or end.get("sum") or {}
+    if not r.get("seconds"):
+        return None
+    received = r["bytes"] / payload
+    sent = s.get("packets", 0)
+    return {
+        "kpps": received / r["seconds"] / 1e3,
+        "sent_kpps": sent / s["seconds"] / 1e3 if s.get("seconds") else None,
+        "loss_pct": 100.0 * (1 - received / sent) if sent else None,
+        "bytes": r["bytes"],
+        "seconds": r["seconds"],
+        "iperf_cpu_s": iperf_cpu_s(d, r["seconds"]),
+        "iperf_user_s": iperf_cpu_s(d, r["seconds"], "user"),
+    }
+
+
+PING_TIME = re.compile(r"time=([0-9.]+) ms")
+PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
+
+
+def ping_parse(path):
+    """RTTs in microseconds, packets sent, packets answered."""
+    rtts, sent, got = [], 0, 0
+    try:
+        with open(path) as f:
+            for line in f:
+                m = PING_TIME.search(line)
+                if m:
+                    rtts.append(max(1, round(float(m.group(1)) * 1000)))
+                    continue
+                m = PING_SUMMARY.search(line)
+                if m:
+                    sent, got = int(m.group(1)), int(m.group(2))
+    except OSError:
+        return None
+    if not sent:
+        return None
+    return {"rtts_us": rtts, "sent": sent, "received": got}
+
+
+def histogram(rtts_us):
+    from hdrh.histogram import HdrHistogram
+
+    h = HdrHistogram(1, 60_000_000, 3)
+    for v in rtts_us:
+        h.record_value(v)
+    return h
+
+
+def percentiles(h):
+    if h.get_total_count() == 0:
+        return None
+    ms = lambda v: v / 1000.0  # noqa: E731
+    return {
+        "p50": ms(h.get_value_at_percentile(50)),
+        "p90": ms(h.get_value_at_percentile(90)),
+        "p99": ms(h.get_value_at_percentile(99)),
+        "max": ms(h.get_max_value()),
+        "count": h.get_total_count(),
+    }
+
+
+def fmt_num(v, digits=2):
+    if v is None:
+        return "n/a"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.{digits}f}"
+
+
+# ---------------------------------------------------------------- progress lines
+
+
+def cmd_tcp(path):
+    r = iperf_tcp(path)
+    print("FAILED" if r is None else f"{r['gbps']:.2f} Gbit/s")
+
+
+def cmd_udp(path, payload):
+    r = iperf_udp(path, int(payload))
+    if r is None:
+        print("FAILED")
+    else:
+        print(f"{r['kpps']:.0f} kpps received (sent {r['sent_kpps']:.0f} kpps, loss {r['loss_pct']:.1f}%)")
+
+
+def cmd_ping(path):
+    r = ping_parse(path)
+    if r is None or not r["rtts_us"]:
+        print("no ping answered")
+        return
+    p = percentiles(histogram(r["rtts_us"]))
+    loss = 100.0 * (r["sent"] - r["received"]) / r["sent"]
+    print(
+        f"RTT p50 {p['p50']:.3f} p90 {p['p90']:.3f} p99 {p['p99']:.3f} max {p['max']:.3f} ms, loss {loss:.1f}%"
+    )
+
+
+# ---------------------------------------------------------------- final report
+
+
+def read_tsv(path):
+    try:
+        with open(path) as f:
+            return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def stats(values):
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None
+    return {
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+        "values": vals,
+    }
+
+
+def collect(outdir, meta, configs):
+    clk = float(meta.get("clk_tck", "100"))
+    rounds = int(meta.get("rounds", "1"))
+    cpu = {}
+    for row in read_tsv(os.path.join(outdir, "cpu.tsv")):
+        if len(row) < 5:
+            continue
+        cid, rnd, test = row[0], int(row[1]), row[2]
+        ticks = [int(x) if x not in ("", "-") else None for x in row[3:]]
+        cpu[(cid, rnd, test)] = ticks
+    results = {}
+    for c in configs:
+        cid = c["id"]
+        if c["status"] != "ok":
+            continue
+        raw = os.path.join(outdir, "raw", cid)
+        per = {k: [] for k in [
+            "tcp1_gbps", "tcp4_gbps", "udp64_kpps", "udp1400_kpps",
+            "udp64_sent_kpps", "udp1400_sent_kpps",
+            "cpu_s_per_gb_tcp1", "cpu_s_per_gb_tcp4",
+            "box_cpu_s_per_gb_tcp1", "box_cpu_s_per_gb_tcp4",
+            "cpu_us_per_pkt_udp64", "cpu_us_per_pkt_udp1400",
+            "rtt_p50_ms", "rtt_p90_ms", "rtt_p99_ms", "rtt_max_ms", "ping_loss_pct",
+            "other_cpu_frac", "foreign_user_cpu_frac", "softirqd_cpu_frac_tcp1",
+        ]}
+        pooled = []
+        ping_sent = ping_got = 0
+        def other_load(res, ticks):
+            # machine busy time minus the daemons and iperf3, per second of test: other
+            # processes (a build next door) and kernel threads such as ksoftirqd
+            if not res or not ticks or len(ticks) < 3 or ticks[2] is None or res["iperf_cpu_s"] is None:
+                return None
+            own = sum(t for t in ticks[:2] if t is not None) / clk
+            sirq = ticks[3] / clk if len(ticks) > 3 and ticks[3] is not None else 0.0
+            return max(0.0, (ticks[2] / clk - own - sirq - res["iperf_cpu_s"]) / res["seconds"])
+
+        def foreign_user(res, ticks):
+            # user time of the machine minus that of the daemons and iperf3: other
+            # people's processes (softirq work never counts as user time)
+            if not res or not ticks or len(ticks) < 6 or None in ticks[4:6] or res.get("iperf_user_s") is None:
+                return None
+            return max(0.0, (ticks[5] - ticks[4]) / clk - res["iperf_user_s"]) / res["seconds"]
+
+        def softirqd(res, ticks):
+            if not res or not ticks or len(ticks) < 4 or ticks[3] is None:
+                return None
+            return ticks[3] / clk / res["seconds"]
+
+        for r in range(1, rounds + 1):
+            for t in ("tcp1", "tcp4"):
+                res = iperf_tcp(os.path.join(raw, f"r{r}-{t}.json"))
+                per["other_cpu_frac"].append(other_load(res, cpu.get((cid, r, t))))
+                per["foreign_user_cpu_frac"].append(foreign_user(res, cpu.get((cid, r, t))))
+                per[f"{t}_gbps"].append(res["gbps"] if res else None)
+                ticks = cpu.get((cid, r, t))
+                if t == "tcp1":
+                    per["softirqd_cpu_frac_tcp1"].append(softirqd(res, ticks))
+                if res and ticks and ticks[0] is not None and ticks[1] is not None and c["has_daemon"]:
+                    secs = (ticks[0] + ticks[1]) / clk
+                    per[f"cpu_s_per_gb_{t}"].append(secs / (res["bytes"] / 1e9))
+                else:
+                    per[f"cpu_s_per_gb_{t}"].append(None)
+                if res and ticks and len(ticks) > 2 and ticks[2] is not None:
+                    per[f"box_cpu_s_per_gb_{t}"].append(ticks[2] / clk / (res["bytes"] / 1e9))
+                else:
+                    per[f"box_cpu_s_per_gb_{t}"].append(None)
+            for t in ("udp64", "udp1400"):
+                res = iperf_udp(os.path.join(raw, f"r{r}-{t}.json"), UDP_PAYLOAD[t])
+                per["other_cpu_frac"].append(other_load(res, cpu.get((cid, r, t))))
+                per["foreign_user_cpu_frac"].append(foreign_user(res, cpu.get((cid, r, t))))
+                per[f"{t}_kpps"].append(res["kpps"] if res else None)
+                per[f"{t}_sent_kpps"].append(res["sent_kpps"] if res else None)
+                ticks = cpu.get((cid, r, t))
+                if res and ticks and ticks[0] is not None and ticks[1] is not None and c["has_daemon"]:
+                    pkts = res["bytes"] / UDP_PAYLOAD[t]
+                    per[f"cpu_us_per_pkt_{t}"].append((ticks[0] + ticks[1]) / clk / pkts * 1e6 if pkts else None)
+                else:
+                    per[f"cpu_us_per_pkt_{t}"].append(None)
+            p = ping_parse(os.path.join(raw, f"r{r}-tcp1.ping"))
+            if p:
+                ping_sent += p["sent"]
+                ping_got += p["received"]
+                pooled.extend(p["rtts_us"])
+                pc = percentiles(histogram(p["rtts_us"])) if p["rtts_us"] else None
+                per["ping_loss_pct"].append(100.0 * (p["sent"] - p["received"]) / p["sent"])
+            else:
+                pc = None
+                per["ping_loss_pct"].append(None)
+            for k in ("p50", "p90", "p99", "max"):
+                per[f"rtt_{k}_ms"].append(pc[k] if pc else None)
+        entry = {k: stats(v) for k, v in per.items()}
+        entry["rtt_pooled_ms"] = percentiles(histogram(pooled)) if pooled else None
+        entry["ping_pooled_loss_pct"] = 100.0 * (ping_sent - ping_got) / ping_sent if ping_sent else None
+        results[cid] = entry
+    return results
+
+
+def med(results, cid, key):
+    e = results.get(cid, {}).get(key)
+    return e["median"] if e else None
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def ratios_and_goals(results):
+    out = {"ratios": {}, "goals": []}
+    keys = ["tcp1_gbps", "tcp4_gbps", "udp64_kpps", "udp1400_kpps", "cpu_s_per_gb_tcp1"]
+    for m in MPWG:
+        if m not in results:
+            continue
+        for p in PEERS + ["m1"]:
+            if p not in results or p == m:
+                continue
+            out["ratios"][f"{m}/{p}"] = {k: ratio(med(results, m, k), med(results, p, k)) for k in keys}
+
+    def goal(name, num, den, target):
+        r = ratio(med(results, num, "tcp1_gbps"), med(results, den, "tcp1_gbps"))
+        out["goals"].append({
+            "goal": name,
+            "target": target,
+            "measured": r,
+            "met": None if r is None else r >= target,
+        })
+
+    goal("mpwg 1 path TCP (1 stream) >= 8x wireguard-go", "m1", "wggo", 8.0)
+    goal("mpwg 1 path TCP (1 stream) >= 5x boringtun-cli (1 thread)", "m1", "bt", 5.0)
+    if "bt4" in results:
+        goal("mpwg 1 path TCP (1 stream) >= 5x boringtun-cli (4 threads)", "m1", "bt4", 5.0)
+    goal("mpwg 2 paths duplicate TCP (1 stream) >= 0.9x mpwg 1 path", "m2", "m1", 0.9)
+    return out
+
+
+def cell(e, digits=2):
+    if not e:
+        return "n/a"
+    if e["n"] == 1:
+        return fmt_num(e["median"], digits)
+    return f"{fmt_num(e['median'], digits)} ({fmt_num(e['min'], digits)}–{fmt_num(e['max'], digits)})"
+
+
+def ratio_cell(v):
+    return "n/a" if v is None else f"{v:.2f}×"
+
+
+def write_markdown(path, meta, configs, results, rg):
+    L = []
+    L.append(f"# mpwg benchmark, {meta.get('date', '?')}")
+    L.append("")
+    L.append(f"Machine: {meta.get('cpu_model', '?')}, {meta.get('nproc', '?')} cores, kernel {meta.get('kernel', '?')}.  ")
+    L.append(f"Command: `{meta.get('command', '?')}`  ")
+    L.append(
+        f"{meta.get('rounds')} rounds of {meta.get('duration')} s per test, configurations interleaved within each round; "
+        f"median (min–max) over rounds. mpwg {meta.get('mpwg_version', '?')} at {meta.get('git_rev', '?')}"
+        f"{' (work tree had local changes)' if meta.get('git_dirty') == '1' else ''}"
+        f"{', options `' + meta['mpwg_extra_args'] + '`' if meta.get('mpwg_extra_args') else ', default options'}; "
+        f"binary built {meta.get('mpwg_built', '?')} ({meta.get('build', '?')})."
+    )
+    L.append("")
+    L.append("| system | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | UDP 64 B kpps | UDP 1400 B kpps | CPU s/GB (1 stream) | CPU s/GB (4 streams) | RTT under load p50 / p90 / p99 / max ms |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for c in configs:
+        cid = c["id"]
+        if c["status"] != "ok":
+            L.append(f"| {c['label']} | {c['status']}: {c['note']} | | | | | | |")
+            continue
+        e = results[cid]
+        rp = e.get("rtt_pooled_ms")
+        rtt = "n/a" if not rp else f"{rp['p50']:.2f} / {rp['p90']:.2f} / {rp['p99']:.2f} / {rp['max']:.2f}"
+        loss = e.get("ping_pooled_loss_pct")
+        if loss:
+            rtt += f" ({loss:.1f}% lost)"
+        L.append(
+            f"| {c['label']} | {cell(e['tcp1_gbps'])} | {cell(e['tcp4_gbps'])} | {cell(e['udp64_kpps'], 0)} | "
+            f"{cell(e['udp1400_kpps'], 0)} | {cell(e['cpu_s_per_gb_tcp1'])} | {cell(e['cpu_s_per_gb_tcp4'])} | {rtt} |"
+        )
+    L.append("")
+    L.append(
+        "UDP: IP packet size on the tunnel (payload 36 B and 1372 B), iperf3 `-b 0`, packets per second received. "
+        "CPU: utime+stime of both daemons (/proc/PID/stat) per GB of TCP payload received; raw veth has no daemon. "
+        "RTT: `ping -i 0.005` through the tunnel while the 1-stream TCP test runs, pooled over rounds in an HdrHistogram."
+    )
+    if rg["ratios"]:
+        L.append("")
+        L.append("## Ratios (medians of this run)")
+        L.append("")
+        L.append("| mpwg / peer | TCP 1 stream | TCP 4 streams | UDP 64 B | UDP 1400 B | CPU per GB (lower is better) |")
+        L.append("|---|---|---|---|---|---|")
+        labels = {c["id"]: c["label"] for c in configs}
+        for k, v in rg["ratios"].items():
+            a, b = k.split("/")
+            L.append(
+                f"| {labels.get(a, a)} / {labels.get(b, b)} | {ratio_cell(v['tcp1_gbps'])} | {ratio_cell(v['tcp4_gbps'])} | "
+                f"{ratio_cell(v['udp64_kpps'])} | {ratio_cell(v['udp1400_kpps'])} | {ratio_cell(v['cpu_s_per_gb_tcp1'])} |"
+            )
+    if rg["goals"]:
+        L.append("")
+        L.append("## Goals")
+        L.append("")
+        L.append("| goal | measured | met |")
+        L.append("|---|---|---|")
+        for g in rg["goals"]:
+            m = "n/a" if g["measured"] is None else f"{g['measured']:.2f}×"
+            met = "n/a" if g["met"] is None else ("yes" if g["met"] else "no")
+            L.append(f"| {g['goal']} | {m} | {met} |")
+    notes = [n for n in meta.get("notes", "").split(" | ") if n]
+    if notes:
+        L.append("")
+        L.append("## Notes")
+        L.append("")
+        for n in notes:
+            L.append(f"- {n}")
+    L.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+def write_csv(path, configs, results):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["system", "label", "metric", "median", "min", "max", "n", "values"])
+        for c in configs:
+            e = results.get(c["id"])
+            if not e:
+                w.writerow([c["id"], c["label"], "status", c["status"], "", "", "", c["note"]])
+                continue
+            for k, s in e.items():
+                if k in ("rtt_pooled_ms",):
+                    if s:
+                        for q in ("p50", "p90", "p99", "max"):
+                            w.writerow([c["id"], c["label"], f"rtt_pooled_{q}_ms", f"{s[q]:.4f}", "", "", s["count"], ""])
+                    continue
+                if k == "ping_pooled_loss_pct":
+                    w.writerow([c["id"], c["label"], k, "" if s is None else f"{s:.3f}", "", "", "", ""])
+                    continue
+                if s is None:
+                    w.writerow([c["id"], c["label"], k, "", "", "", 0, ""])
+                else:
+                    w.writerow([
+                        c["id"], c["label"], k, f"{s['median']:.6g}", f"{s['min']:.6g}", f"{s['max']:.6g}", s["n"],
+                        " ".join(f"{v:.6g}" for v in s["values"]),
+                    ])
+
+
+def write_chart(path, meta, configs, results):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [c for c in configs if c["status"] == "ok" and c["id"] != "raw"]
+    if not shown:
+        return
+    names = [c["label"].replace(", ", ",\n", 1) for c in shown]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 6.5))
+    x = list(range(len(shown)))
+    w = 0.38
+
+    def bars(ax, key, offset, color, label, digits=2):
+        meds, lo, hi = [], [], []
+        for c in shown:
+            s = results[c["id"]].get(key)
+            m = s["median"] if s else 0.0
+            meds.append(m)
+            lo.append(m - s["min"] if s else 0.0)
+            hi.append(s["max"] - m if s else 0.0)
+        pos = [i + offset for i in x]
+        ax.bar(pos, meds, w, color=color, label=label, yerr=[lo, hi], capsize=3, ecolor="#333333")
+        for p, m, h in zip(pos, meds, hi):
+            if m:
+                ax.text(p, m + h, f"{m:.{digits}f}", ha="center", va="bottom", fontsize=8)
+
+    bars(ax1, "tcp1_gbps", -w / 2, "#4C72B0", "TCP, 1 stream")
+    bars(ax1, "tcp4_gbps", w / 2, "#55A868", "TCP, 4 streams")
+    ax1.set_ylabel("goodput, Gbit/s (median; bars: min–max over rounds)")
+    title = "TCP goodput through the tunnel"
+    if "raw" in results and results["raw"].get("tcp1_gbps"):
+        r1 = results["raw"]["tcp1_gbps"]["median"]
+        r4 = results["raw"]["tcp4_gbps"]["median"] if results["raw"].get("tcp4_gbps") else float("nan")
+        title += f"\n(ceiling, raw veth without tunnel: {r1:.1f} / {r4:.1f} Gbit/s, off this scale)"
+    ax1.set_title(title, fontsize=11)
+    ax1.set_xticks(x)
+    ax1.set_xticklabels(names, fontsize=8, rotation=20, ha="right")
+    ax1.legend(fontsize=9)
+    ax1.grid(axis="y", alpha=0.3)
+
+    bars(ax2, "cpu_s_per_gb_tcp1", -w / 2, "#C44E52", "TCP, 1 stream")
+    bars(ax2, "cpu_s_per_gb_tcp4", w / 2, "#DD8452", "TCP, 4 streams")
+    ax2.set_ylabel("CPU seconds per GB moved, both daemons (lower is better)")
+    ax2.set_title("Daemon CPU per GB of TCP payload", fontsize=11)
+    ax2.set_xticks(x)
+    ax2.set_xticklabels(names, fontsize=8, rotation=20, ha="right")
+    ax2.legend(fontsize=9)
+    ax2.grid(axis="y", alpha=0.3)
+
+    fig.suptitle(
+        f"scripts/bench.sh, {meta.get('date', '')}: {meta.get('nproc', '?')} cores ({meta.get('cpu_model', '?')}), "
+        f"{meta.get('rounds')} rounds × {meta.get('duration')} s",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def cmd_final(outdir):
+    meta = {}
+    for row in read_tsv(os.path.join(outdir, "meta.tsv")):
+        if len(row) >= 2:
+            meta[row[0]] = row[1] if row[0] != "notes" or "notes" not in meta else meta["notes"] + " | " + row[1]
+    configs = []
+    for row in read_tsv(os.path.join(outdir, "configs.tsv")):
+        row += [""] * (5 - len(row))
+        configs.append({"id": row[0], "label": row[1], "status": row[2], "note": row[3], "has_daemon": row[4] == "1"})
+    results = collect(outdir, meta, configs)
+    rg = ratios_and_goals(results)
+    busy, total = 0, 0
+    for cid, e in results.items():
+        o = e.get("foreign_user_cpu_frac")
+        if o:
+            busy += sum(1 for v in o["values"] if v > 0.1)
+            total += o["n"]
+    if total:
+        note = (
+            f"other load: in {busy} of {total} tests other processes on this shared machine ran more than "
+            f"a tenth of a core in user space (foreign_user_cpu_frac in results.json, per test and round)"
+        )
+        meta["notes"] = (meta.get("notes", "") + " | " + note).strip(" |")
+    doc = {
+        "meta": meta,
+        "configs": configs,
+        "results": results,
+        "ratios": rg["ratios"],
+        "goals": rg["goals"],
+        "units": {
+            "tcp*_gbps": "Gbit/s of TCP payload at the receiver (iperf3 sum_received)",
+            "udp*_kpps": "thousands of packets per second received (iperf3 -u -b 0; 64/1400 = IP packet size)",
+            "udp*_sent_kpps": "thousands of packets per second the iperf3 client sent",
+            "cpu_s_per_gb_*": "utime+stime of both daemons per 1e9 bytes of TCP payload",
+            "box_cpu_s_per_gb_*": "busy time of the whole machine (/proc/stat, all CPUs, iperf3 and anything else running included) per 1e9 bytes",
+            "cpu_us_per_pkt_*": "utime+stime of both daemons per packet received, microseconds",
+            "rtt_*_ms": "ping RTT through the tunnel during the 1-stream TCP test, per round",
+            "rtt_pooled_ms": "the same, all rounds pooled in one HdrHistogram",
+            "other_cpu_frac": "cores busy outside both daemons, iperf3 and ksoftirqd during a test (machine busy time from /proc/stat minus those): other processes, and softirq work that ran on an otherwise idle CPU",
+            "foreign_user_cpu_frac": "cores of user time outside both daemons and iperf3 during a test: other people's processes (builds), the cleanest sign of a disturbed test",
+            "softirqd_cpu_frac_tcp1": "cores the ksoftirqd threads used during the 1-stream TCP test (network work deferred out of the processes' own context)",
+        },
+    }
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    write_csv(os.path.join(outdir, "results.csv"), configs, results)
+    write_markdown(os.path.join(outdir, "results.md"), meta, configs, results, rg)
+    try:
+        write_chart(os.path.join(outdir, "chart.png"), meta, configs, results)
+    except Exception as e:  # the numbers matter more than the picture
+        print(f"report.py: chart failed: {e}", file=sys.stderr)
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[1] == "tcp":
+        cmd_tcp(argv[2])
+    elif len(argv) >= 4 and argv[1] == "udp":
+        cmd_udp(argv[2], argv[3])
+    elif len(argv) >= 3 and argv[1] == "ping":
+        cmd_ping(argv[2])
+    elif len(argv) >= 3 and argv[1] == "final":
+        cmd_final(argv[2])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
