@@ -1673,7 +1673,14 @@ impl PingRun {
 
     /// Wait for it to end; returns `(transmitted, received)`. Panics if its summary
     /// cannot be read, or if it runs for more than a minute.
-    pub fn finish(mut self) -> (u32, u32) {
+    pub fn finish(self) -> (u32, u32) {
+        let (tx, rx, _) = self.finish_with_output();
+        (tx, rx)
+    }
+
+    /// Like [`PingRun::finish`], also returning ping's output (its summary and
+    /// round-trip times).
+    pub fn finish_with_output(mut self) -> (u32, u32, String) {
         let mut child = self.child.take().unwrap();
         if wait_timeout(&mut child, Duration::from_secs(60)).is_none() {
             let _ = child.kill();
@@ -1681,15 +1688,16 @@ impl PingRun {
             panic!("{} still ran after 60 s", self.what);
         }
         let out = child.wait_with_output().expect("ping output");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        parse_ping_summary(&stdout).unwrap_or_else(|| {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (tx, rx) = parse_ping_summary(&stdout).unwrap_or_else(|| {
             panic!(
                 "cannot read the summary of {} ({}):\n{stdout}\n{}",
                 self.what,
                 out.status,
                 String::from_utf8_lossy(&out.stderr)
             )
-        })
+        });
+        (tx, rx, stdout)
     }
 }
 
@@ -1698,6 +1706,80 @@ impl Drop for PingRun {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// `(IcmpOutEchos, IcmpInEchoReps)` of namespace `ns`: echo requests its kernel sent,
+/// echo replies it received.
+pub fn icmp_echo_counters(ns: &Netns) -> (u64, u64) {
+    let out = ns.run(&["nstat", "-asz", "IcmpOutEchos", "IcmpInEchoReps"]);
+    let get = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no {name} in nstat output:\n{out}"))
+    };
+    (get("IcmpOutEchos"), get("IcmpInEchoReps"))
+}
+
+/// What an [`EchoStream`] saw.
+#[derive(Clone, Debug)]
+pub struct Echoes {
+    /// Echo requests the pinging namespace's kernel sent.
+    pub sent: u64,
+    /// Echo replies it received (late ones too: up to a second after ping ended).
+    pub answered: u64,
+    /// ping's own output (its summary and round-trip times).
+    pub ping_output: String,
+}
+
+impl Echoes {
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.answered)
+    }
+}
+
+/// A [`PingRun`] whose requests and replies are counted by the kernel of the pinging
+/// namespace (which must see no other ICMP echo traffic meanwhile), not by ping: ping
+/// stops waiting two round trips (at least one interval) after its last request, so on
+/// a busy machine it calls a last reply that is a few milliseconds late lost.
+pub struct EchoStream {
+    ping: PingRun,
+    before: (u64, u64),
+}
+
+impl EchoStream {
+    /// `ping -c COUNT -i INTERVAL DST` in `ns`, as [`PingRun::start`].
+    pub fn start(ns: &Netns, dst: &str, count: u32, interval: &str) -> EchoStream {
+        let before = icmp_echo_counters(ns);
+        EchoStream {
+            ping: PingRun::start(ns, dst, count, interval),
+            before,
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.ping.started()
+    }
+
+    /// Wait for ping to end, then up to a second for replies still on their way.
+    pub fn finish(self, ns: &Netns) -> Echoes {
+        let (_, _, ping_output) = self.ping.finish_with_output();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let (out, inn) = icmp_echo_counters(ns);
+            let e = Echoes {
+                sent: out - self.before.0,
+                answered: inn - self.before.1,
+                ping_output: ping_output.clone(),
+            };
+            if e.answered >= e.sent || Instant::now() >= deadline {
+                return e;
+            }
+            thread::sleep(Duration::from_millis(50));
         }
     }
 }
