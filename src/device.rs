@@ -350,6 +350,7 @@ impl Device {
         if !retry {
             hs.timers.handshake_attempts = 0;
         }
+        hs.answered = None;
         if let Some(old) = hs.pending.take() {
             self.index.write().remove(&old.local_index);
         }
@@ -542,18 +543,48 @@ impl Device {
         Option<[u8; crate::noise::messages::RESPONSE_LEN]>,
     )> {
         let receiver = handshake::response_receiver(msg);
+        let sender = handshake::response_sender(msg);
         let peer = match self.index.read().get(&receiver) {
-            Some(IndexEntry::Handshake(p)) => p.clone(),
-            _ => return None,
+            Some(IndexEntry::Handshake(p)) | Some(IndexEntry::Session(p, _)) => p.clone(),
+            None => return None,
         };
         let mut hs = peer.handshake.lock();
-        let state = hs.pending.as_ref()?;
-        if state.local_index != receiver {
-            return None;
-        }
+        let first = hs
+            .pending
+            .as_ref()
+            .is_some_and(|st| st.local_index == receiver);
+        let again = !first
+            && hs.answered.as_ref().is_some_and(|a| {
+                a.state.local_index == receiver
+                    && !a.responders.contains(&sender)
+                    && a.responders.len() < 4
+                    && now.saturating_duration_since(a.at) < REKEY_TIMEOUT
+            });
+        let state = match (first, again, &hs.pending, &hs.answered) {
+            (true, _, Some(st), _) => st,
+            (_, true, _, Some(a)) => &a.state,
+            _ => return None,
+        };
         let session_keys = handshake::consume_response(keys, state, &hs.psk, msg).ok()?;
-        hs.pending = None;
         let session = Arc::new(Session::new(&session_keys, now));
+        if again {
+            if let Some(a) = hs.answered.as_mut() {
+                a.responders.push(sender);
+            }
+            self.replace_current(&peer, session);
+            drop(hs);
+            peer.saw_source(src, now);
+            peer.count_rx(msg.len());
+            tracing::debug!(peer = %peer.public_key.short(), "the peer answered our initiation again (it got a copy on another path): using its latest session");
+            return Some((peer, None));
+        }
+        if let Some(st) = hs.pending.take() {
+            hs.answered = Some(crate::peer::Answered {
+                state: st,
+                at: now,
+                responders: vec![sender],
+            });
+        }
         self.install_session(&peer, session, now);
         hs.timers.on_handshake_complete();
         hs.timers.on_session_derived(now);
@@ -565,6 +596,17 @@ impl Device {
         peer.count_rx(msg.len());
         tracing::info!(peer = %peer.public_key.short(), endpoint = %src.addr, "handshake complete (we initiated)");
         Some((peer, None))
+    }
+
+    /// Replaces the current session by one with the same local index (a second response
+    /// to the same initiation): nothing rotates, the index points at the new keys.
+    fn replace_current(&self, peer: &Arc<Peer>, session: Arc<Session>) {
+        let mut idx = self.index.write();
+        idx.insert(
+            session.local_index,
+            IndexEntry::Session(peer.clone(), session.clone()),
+        );
+        peer.sessions.write().current = Some(session);
     }
 
     /// Puts a new session in its slot and forgets the index of the one it pushes out.
@@ -735,6 +777,7 @@ impl Device {
     /// the peer's sessions.
     fn zero_keys(&self, peer: &Arc<Peer>) {
         let mut hs = peer.handshake.lock();
+        hs.answered = None;
         let mut idx = self.index.write();
         if let Some(p) = hs.pending.take() {
             idx.remove(&p.local_index);

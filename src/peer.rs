@@ -40,6 +40,21 @@ impl Sessions {
     }
 }
 
+/// An initiation that was answered. With duplicate paths the initiation reaches the peer
+/// more than once; a stock peer that processes the copies in parallel (wireguard-go) may
+/// accept two of them, answer both, and keep the session of the last. So for a few
+/// seconds a further response with a new responder index replaces the session, and
+/// both ends agree on the one the peer kept. A copy of a response already consumed (a
+/// duplicate of the same message) changes nothing.
+pub struct Answered {
+    /// The initiator state, to consume further responses.
+    pub state: InitiatorState,
+    /// When the first response was consumed.
+    pub at: Instant,
+    /// Responder indices already consumed.
+    pub responders: Vec<u32>,
+}
+
 /// Handshake and timer state, behind one lock.
 pub struct HandshakeState {
     /// The preshared key (zero if none).
@@ -52,6 +67,8 @@ pub struct HandshakeState {
     pub timers: Timers,
     /// Our initiation awaiting a response.
     pub pending: Option<InitiatorState>,
+    /// Our last initiation after its first response was consumed (see [`Answered`]).
+    pub answered: Option<Answered>,
     /// When we last sent an initiation (rate limit: one per REKEY_TIMEOUT).
     pub last_initiation_sent: Option<Instant>,
     /// When we last consumed an initiation (flood limit).
@@ -99,6 +116,7 @@ impl Peer {
                 cookie: CookieState::new(&public_key.0),
                 timers: Timers::default(),
                 pending: None,
+                answered: None,
                 last_initiation_sent: None,
                 last_initiation_consumed: None,
                 last_timestamp: Tai64n::default(),

@@ -454,3 +454,101 @@ fn unrouted_destination_is_not_sent() {
     assert_eq!(p.dev_send(&pkt, Instant::now()), Sent::NoRoute);
     assert!(p.cap.take().is_empty());
 }
+
+/// A responder that accepts one initiation twice and answers both copies, as
+/// wireguard-go can when the copies of a duplicated initiation reach its parallel
+/// handshake workers at once: it keeps the session of its second response, and so must
+/// mpwg. A repeated copy of a response already consumed changes nothing.
+#[test]
+fn a_peer_answering_one_initiation_twice_keeps_its_last_session() {
+    use mpwg::noise::handshake::{consume_initiation, create_response, StaticKeys};
+    use mpwg::session::Session;
+
+    let peer_private = Key::generate();
+    let peer_keys = StaticKeys::new(peer_private.0);
+    let dev_key = Key::generate();
+    let dev = Device::new(1420);
+    let cap = Capture::default();
+    dev.apply(
+        &SetRequest {
+            private_key: Some(dev_key),
+            peers: vec![PeerUpdate {
+                public_key: peer_private.public_key(),
+                remove: false,
+                update_only: false,
+                preshared_key: None,
+                endpoint: Some(src().addr),
+                persistent_keepalive: None,
+                replace_allowed_ips: true,
+                allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
+            }],
+            ..Default::default()
+        },
+        Instant::now(),
+    );
+    let now = Instant::now();
+    let mut buf = vec![0u8; HEADROOM + 64 + TAILROOM];
+    let pkt = ipv4(MPWG_IP, BT_IP, b"hello");
+    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+    assert_eq!(
+        dev.send_ip_packet(&mut buf, pkt.len(), now, &cap),
+        Sent::Staged
+    );
+    let init = cap.take().remove(0);
+
+    // The peer consumes the same initiation twice and answers each time.
+    let dev_public = dev_key.public_key().0;
+    let answer = |index: u32| {
+        let consumed = consume_initiation(&peer_keys, &init, |pk| {
+            assert_eq!(pk, &dev_public);
+            Some(peer_keys.dh(pk))
+        })
+        .unwrap();
+        let (mut resp, keys) = create_response(consumed, &[0u8; 32], index).unwrap();
+        // mac1 over the response, keyed with the initiator's public key.
+        let mut cookie = mpwg::noise::cookie::CookieState::new(&dev_public);
+        cookie.add_macs(&mut resp, now);
+        (resp, keys)
+    };
+    let (resp1, _keys1) = answer(111);
+    let (resp2, keys2) = answer(222);
+
+    let mut r = resp1.to_vec();
+    assert_eq!(dev.receive(src(), &mut r, now, &cap), Received::Nothing);
+    let after_first = cap.take();
+    assert_eq!(
+        &after_first[0][4..8],
+        &111u32.to_le_bytes(),
+        "staged data on session 1"
+    );
+
+    let mut r = resp2.to_vec();
+    assert_eq!(dev.receive(src(), &mut r, now, &cap), Received::Nothing);
+    let after_second = cap.take();
+    assert_eq!(
+        after_second.len(),
+        1,
+        "a keepalive confirms the replacing session"
+    );
+    assert_eq!(&after_second[0][4..8], &222u32.to_le_bytes());
+
+    // A second copy of the first response is not taken again.
+    let mut r = resp1.to_vec();
+    assert_eq!(dev.receive(src(), &mut r, now, &cap), Received::Nothing);
+    assert!(cap.take().is_empty());
+
+    // Data goes out on the peer's second session, and the peer can open it.
+    let pkt = ipv4(MPWG_IP, BT_IP, b"after the race");
+    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+    assert_eq!(
+        dev.send_ip_packet(&mut buf, pkt.len(), now, &cap),
+        Sent::Sent
+    );
+    let mut d = cap.take().remove(0);
+    assert_eq!(&d[4..8], &222u32.to_le_bytes());
+    let peer_session = Session::new(&keys2, now);
+    let plain = peer_session
+        .open(&mut d)
+        .expect("the peer's kept session opens it");
+    assert_eq!(&d[plain.start..plain.start + pkt.len()], &pkt[..]);
+}

@@ -249,6 +249,11 @@ pub fn response_receiver(msg: &[u8]) -> u32 {
     le32(msg, rsp::RECEIVER)
 }
 
+/// The sender index of a response: the responder's index for the session.
+pub fn response_sender(msg: &[u8]) -> u32 {
+    le32(msg, rsp::SENDER)
+}
+
 /// Consumes the response to our initiation and derives the session keys.
 pub fn consume_response(
     ours: &StaticKeys,
