@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# A demo tunnel between two network namespaces, both ends run by mpwg:
+# A demo tunnel between two network namespaces, both ends run by mpwg, over two paths
+# (two "uplinks"), in duplicate mode:
 #
 #   mpwg-demo-a                                    mpwg-demo-b
 #   mpwgdemo-a 10.100.0.1/24  == WireGuard ==>  mpwgdemo-b 10.100.0.2/24
-#   veth-a     10.99.0.1/24   ---- veth ----    veth-b     10.99.0.2/24
+#   veth-a     10.99.0.1/24   ---- path 1 ----  veth-b     10.99.0.2/24
+#   veth-a2    10.98.0.1/24   ---- path 2 ----  veth-b2    10.98.0.2/24
 #
 # Both daemons are configured with wg(8) only. The demo pings across the tunnel,
-# runs a 3 s iperf3 through it, shows `wg show` on both sides, and then removes
-# everything it made (also when a step fails or you press Ctrl-C).
+# runs a 3 s iperf3 through it, then cuts path 1 silently (an nft drop, link still up)
+# in the middle of a 100 packets/s ping and shows that no packet is lost, prints
+# `mpwg show` and `wg show` on both sides, and removes everything it made (also when a
+# step fails or you press Ctrl-C).
 #
 #   sudo scripts/demo.sh
 set -euo pipefail
@@ -18,6 +22,8 @@ NS_A=mpwg-demo-a NS_B=mpwg-demo-b
 DEV_A=mpwgdemo-a DEV_B=mpwgdemo-b
 VETH_A=veth-a VETH_B=veth-b
 UNDER_A=10.99.0.1 UNDER_B=10.99.0.2
+VETH_A2=veth-a2 VETH_B2=veth-b2
+UNDER_A2=10.98.0.1 UNDER_B2=10.98.0.2
 TUN_A=10.100.0.1 TUN_B=10.100.0.2
 PORT_A=51820 PORT_B=51821
 
@@ -101,7 +107,6 @@ say "creating namespaces $NS_A and $NS_B, joined by a veth pair"
 for ns in "$NS_A" "$NS_B"; do
     if ip netns list | grep -qw "^$ns"; then
         echo "namespace $ns is left over from an earlier run; removing it"
-        for pid in $(ip netns pids "$ns"); do kill -TERM "$pid" 2>/dev/null || true; done
         run ip netns del "$ns"
     fi
     run ip netns add "$ns"
@@ -113,10 +118,22 @@ run ip -n "$NS_B" addr add "$UNDER_B/24" dev "$VETH_B"
 run ip -n "$NS_A" link set "$VETH_A" up
 run ip -n "$NS_B" link set "$VETH_B" up
 
-start_daemon() { # ns dev
-    local ns=$1 dev=$2 i
-    printf '+ ip netns exec %s %s up %s -v 2>%s &\n' "$ns" "$BIN" "$dev" "$WORK/$dev.log"
-    ip netns exec "$ns" "$BIN" up "$dev" -v 2>"$WORK/$dev.log" &
+say "a second veth pair: path 2; a default route per path, as on a multi-WAN box"
+run ip -n "$NS_A" link add "$VETH_A2" type veth peer name "$VETH_B2" netns "$NS_B"
+run ip -n "$NS_A" addr add "$UNDER_A2/24" dev "$VETH_A2"
+run ip -n "$NS_B" addr add "$UNDER_B2/24" dev "$VETH_B2"
+run ip -n "$NS_A" link set "$VETH_A2" up
+run ip -n "$NS_B" link set "$VETH_B2" up
+run ip -n "$NS_A" route add default via "$UNDER_B" dev "$VETH_A" metric 1
+run ip -n "$NS_A" route add default via "$UNDER_B2" dev "$VETH_A2" metric 2
+run ip -n "$NS_B" route add default via "$UNDER_A" dev "$VETH_B" metric 1
+run ip -n "$NS_B" route add default via "$UNDER_A2" dev "$VETH_B2" metric 2
+run ip netns exec "$NS_A" "$BIN" interfaces
+
+start_daemon() { # ns dev path1 path2
+    local ns=$1 dev=$2 p1=$3 p2=$4 i
+    printf '+ ip netns exec %s %s up %s --path %s --path %s -v 2>%s &\n' "$ns" "$BIN" "$dev" "$p1" "$p2" "$WORK/$dev.log"
+    ip netns exec "$ns" "$BIN" up "$dev" --path "$p1" --path "$p2" -v 2>"$WORK/$dev.log" &
     DAEMON_PIDS+=("$!")
     local pid=$!
     for ((i = 0; i < 100; i++)); do
@@ -136,8 +153,8 @@ start_daemon() { # ns dev
 }
 
 say "starting mpwg in each namespace"
-start_daemon "$NS_A" "$DEV_A"
-start_daemon "$NS_B" "$DEV_B"
+start_daemon "$NS_A" "$DEV_A" "$VETH_A" "$VETH_A2"
+start_daemon "$NS_B" "$DEV_B" "$VETH_B" "$VETH_B2"
 
 say "generating keys with wg genkey / wg pubkey"
 umask 077
@@ -175,6 +192,28 @@ done
 run ip netns exec "$NS_A" iperf3 -c "$TUN_B" -t 3 -f m
 wait "$IPERF_PID" 2>/dev/null || true
 IPERF_PID=
+
+say "cutting path 1 silently (nft drops everything on $VETH_A, the link stays up) for 1 s of a 100 packets/s ping"
+ip netns exec "$NS_A" ping -q -c 300 -i 0.01 -W 1 "$TUN_B" >"$WORK/ping.log" 2>&1 &
+PING_PID=$!
+sleep 1
+run ip netns exec "$NS_A" nft -f - <<NFT
+table netdev mpwg_demo_cut {
+  chain in { type filter hook ingress device "$VETH_A" priority 0; policy drop; }
+  chain out { type filter hook egress device "$VETH_A" priority 0; policy drop; }
+}
+NFT
+sleep 1
+run ip netns exec "$NS_A" "$BIN" show "$DEV_A"
+run ip netns exec "$NS_A" nft delete table netdev mpwg_demo_cut
+wait "$PING_PID" || true
+echo "ping during the cut: $(grep -E 'transmitted' "$WORK/ping.log")"
+grep -q ' 0% packet loss' "$WORK/ping.log" || { echo "packets were lost during the cut" >&2; exit 1; }
+
+say "mpwg show on both sides: per-path counters (wins: the path that delivered first)"
+run ip netns exec "$NS_A" "$BIN" show "$DEV_A"
+echo
+run ip netns exec "$NS_B" "$BIN" show "$DEV_B"
 
 say "wg show on both sides"
 run ip netns exec "$NS_A" wg show "$DEV_A"

@@ -17,7 +17,7 @@ use crate::device::Device;
 use crate::ipc::SocketBindError;
 use crate::netlink::{self, Message, NetlinkSocket};
 use crate::path::{PathArg, PathError};
-use crate::socket::{Path, PathSocket, Paths, ReceiveMode};
+use crate::socket::{Paths, ReceiveMode};
 use crate::tun::{Tun, TunError};
 use crate::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler, UapiServer};
 use crate::udp::UdpError;
@@ -109,14 +109,18 @@ struct Tunnel {
 }
 
 impl Tunnel {
-    fn spawn_receiver(self: &Arc<Self>, path: Arc<Path>, sock: Arc<PathSocket>) {
-        if self.receive == ReceiveMode::Primary && path.id != 0 {
-            return;
-        }
+    fn spawn_receiver(self: &Arc<Self>) {
         let t = self.clone();
-        let queue = datapath::queue_for(&self.tun.queues, path.id);
-        datapath::spawn(format!("mpwg-rx-{}", path.label()), move || {
-            datapath::rx_worker(&path, &sock, &t.device, &t.paths, &queue, t.batch, t.io)
+        let queue = self.tun.queues[0].clone();
+        datapath::spawn("mpwg-rx".into(), move || {
+            datapath::rx_worker(
+                &t.paths,
+                &t.device,
+                &queue,
+                t.batch,
+                t.io,
+                t.receive == ReceiveMode::Primary,
+            )
         });
     }
 
@@ -292,16 +296,14 @@ impl UapiHandler for Arc<Tunnel> {
         if let Some(port) = req.listen_port {
             if port != current || port == 0 {
                 let fwmark = req.fwmark.unwrap_or_else(|| self.device.fwmark());
-                let fresh = self.paths.rebind(port, fwmark).map_err(|e| UapiError {
+                self.paths.rebind(port, fwmark).map_err(|e| UapiError {
                     errno: match e {
                         UdpError::PortInUse(_) => libc::EADDRINUSE,
                         _ => libc::EIO,
                     },
                     message: e.to_string(),
                 })?;
-                for (path, sock) in fresh {
-                    self.spawn_receiver(path, sock);
-                }
+                // The receive loop notices the replaced sockets and takes the new ones.
                 req.listen_port = Some(self.paths.port());
                 tracing::info!(port = self.paths.port(), "listen port changed");
             }
@@ -369,9 +371,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     for i in &interfaces {
         tunnel.link_changed(i.link.index, i.link.is_up(), &i.link.name);
     }
-    for p in tunnel.paths.all() {
-        tunnel.spawn_receiver(p.clone(), p.socket());
-    }
+    tunnel.spawn_receiver();
     let t = tunnel.clone();
     datapath::spawn("mpwg-netlink".into(), move || t.netlink_loop(events));
     tunnel.spawn_senders();

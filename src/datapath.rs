@@ -147,59 +147,113 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
     }
 }
 
-/// Receives on one path socket, opens, writes to the TUN. Returns when the socket is
-/// replaced (listen port change).
+/// Waits up to `timeout` until one of `fds` is readable.
+fn wait_readable(fds: &[std::os::fd::RawFd], timeout: Duration) {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a live array of pfds.len() pollfd structs for the whole call.
+    unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout.as_millis() as libc::c_int,
+        );
+    }
+}
+
+/// How long the receive loop sleeps in poll(2) when nothing arrives; it also bounds how
+/// soon a replaced socket (listen port change) is noticed.
+const RX_IDLE: Duration = Duration::from_millis(200);
+
+/// Receives on every path socket in ONE thread, opens, writes to the TUN.
+///
+/// One thread, so that the first copy of each packet is the one delivered and packets
+/// reach the TUN in the order they arrived: each socket delivers in order, and a copy on
+/// one path is never handled before an older packet's copy on the same path. Two threads
+/// (one per path) would interleave their TUN writes and reorder flows whose packets win
+/// on different paths. Runs until the process ends; rebuilds its socket set when a
+/// listen port change replaces the sockets.
 pub fn rx_worker(
-    path: &Path,
-    sock: &PathSocket,
-    device: &Device,
     paths: &Paths,
+    device: &Device,
     queue: &TunQueue,
     batch_size: usize,
     io: Io,
+    primary_only: bool,
 ) {
-    let mut rx = Receiver::new(path, device, paths, queue, batch_size);
-    if io == Io::Uring {
-        match UringRx::new(sock.raw_fd(), RX_RING_BUFFERS) {
-            Ok(mut ring) => {
-                while !sock.closed.load(Ordering::Relaxed) {
-                    let r = ring.recv(Duration::from_millis(500), &mut |from, payload, segment| {
-                        rx.handle(from, payload, segment)
+    let mut rx = Receiver::new(device, paths, queue, batch_size);
+    loop {
+        let set: Vec<(Arc<Path>, Arc<PathSocket>)> = paths
+            .all()
+            .iter()
+            .filter(|p| !primary_only || p.id == 0)
+            .map(|p| (p.clone(), p.socket()))
+            .collect();
+        let replaced = || set.iter().any(|(_, s)| s.closed.load(Ordering::Relaxed));
+        let rings = match io {
+            Io::Uring => set
+                .iter()
+                .map(|(_, s)| UringRx::new(s.raw_fd(), RX_RING_BUFFERS))
+                .collect::<io::Result<Vec<UringRx>>>()
+                .map_err(|e| {
+                    tracing::error!("cannot set up the RX io_uring ({e}): using plain system calls")
+                })
+                .ok(),
+            Io::Syscalls => None,
+        };
+        if let Some(mut rings) = rings {
+            let fds: Vec<_> = rings.iter().map(UringRx::ring_fd).collect();
+            while !replaced() {
+                let mut handled = 0;
+                for (ring, (path, _)) in rings.iter_mut().zip(&set) {
+                    let r = ring.recv(Duration::ZERO, &mut |from, payload, segment| {
+                        rx.handle(path, from, payload, segment)
                     });
-                    if let Err(e) = r {
-                        tracing::warn!(path = path.label(), "receive failed: {e}");
-                        std::thread::sleep(Duration::from_millis(10));
+                    match r {
+                        Ok(n) => handled += n,
+                        Err(e) => tracing::warn!(path = path.label(), "receive failed: {e}"),
                     }
-                    rx.write();
                 }
-                return;
+                rx.write();
+                if handled == 0 {
+                    wait_readable(&fds, RX_IDLE);
+                }
             }
-            Err(e) => tracing::error!(
-                path = path.label(),
-                "cannot set up the RX io_uring ({e}): using plain system calls"
-            ),
+            continue;
         }
-    }
-    let mut buf = vec![0u8; MAX_PACKET + 1];
-    while !sock.closed.load(Ordering::Relaxed) {
-        match sock.recv_segments(&mut buf) {
-            Ok((n, from, segment)) => rx.handle(from, &mut buf[..n], segment),
-            Err(e) if would_block(&e) => continue,
-            Err(e) => {
-                tracing::warn!(path = path.label(), "receive failed: {e}");
-                std::thread::sleep(Duration::from_millis(10));
+        let fds: Vec<_> = set.iter().map(|(_, s)| s.raw_fd()).collect();
+        let mut buf = vec![0u8; MAX_PACKET + 1];
+        while !replaced() {
+            let mut handled = 0;
+            for (path, sock) in &set {
+                match sock.try_recv_segments(&mut buf) {
+                    Ok((n, from, segment)) => {
+                        handled += 1;
+                        rx.handle(path, from, &mut buf[..n], segment);
+                    }
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => tracing::warn!(path = path.label(), "receive failed: {e}"),
+                }
+            }
+            rx.write();
+            if handled == 0 {
+                wait_readable(&fds, RX_IDLE);
             }
         }
-        rx.write();
     }
 }
 
 /// Provided buffers per path socket's receive ring (64 KiB each).
 const RX_RING_BUFFERS: u16 = 64;
 
-/// What an RX worker holds between receives: the decrypted packets waiting for the TUN.
+/// What the RX worker holds between receives: the decrypted packets waiting for the TUN.
 struct Receiver<'a> {
-    path: &'a Path,
     device: &'a Device,
     paths: &'a Paths,
     queue: &'a TunQueue,
@@ -210,14 +264,12 @@ struct Receiver<'a> {
 
 impl<'a> Receiver<'a> {
     fn new(
-        path: &'a Path,
         device: &'a Device,
         paths: &'a Paths,
         queue: &'a TunQueue,
         batch_size: usize,
     ) -> Receiver<'a> {
         Receiver {
-            path,
             device,
             paths,
             queue,
@@ -229,20 +281,20 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    /// Splits one receive (a GRO batch) into datagrams and opens each in place.
-    fn handle(&mut self, from: SocketAddr, payload: &mut [u8], segment: usize) {
+    /// Splits one receive (a GRO batch) on `path` into datagrams and opens each in place.
+    fn handle(&mut self, path: &Path, from: SocketAddr, payload: &mut [u8], segment: usize) {
         let n = payload.len();
         let segment = segment.clamp(1, n.max(1));
-        self.paths.count_rx(self.path, n, n.div_ceil(segment));
+        self.paths.count_rx(path, n, n.div_ceil(segment));
         let src = Source {
             addr: from,
-            path: self.path.id,
+            path: path.id,
         };
         let now = Instant::now();
         for datagram in payload.chunks_mut(segment) {
             match self.device.receive(src, datagram, now, self.paths) {
                 Received::Packet(r) => {
-                    self.path.stats.wins.fetch_add(1, Ordering::Relaxed);
+                    path.stats.wins.fetch_add(1, Ordering::Relaxed);
                     let o = &mut self.out[self.ready];
                     o.clear();
                     o.resize(TUN_WRITE_OFFSET, 0);
@@ -253,7 +305,7 @@ impl<'a> Receiver<'a> {
                     }
                 }
                 Received::Duplicate => {
-                    self.path.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    path.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
                 Received::Nothing => {}
             }
@@ -301,9 +353,4 @@ pub fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
             }
         })
         .expect("spawning a thread");
-}
-
-/// The queue an RX worker for path `id` writes to.
-pub fn queue_for(queues: &[Arc<TunQueue>], id: usize) -> Arc<TunQueue> {
-    queues[id % queues.len()].clone()
 }

@@ -92,6 +92,11 @@ impl PathSocket {
         std::os::fd::AsRawFd::as_raw_fd(&self.sock)
     }
 
+    /// Receives a GRO batch without waiting: WouldBlock when nothing is queued.
+    pub fn try_recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+        udp::recv_segments_flags(&self.sock, buf, libc::MSG_DONTWAIT)
+    }
+
     /// Receives a GRO batch: (bytes, sender, segment size). Times out after 500 ms, so a
     /// replaced socket's loop notices it is closed.
     pub fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
@@ -201,9 +206,6 @@ pub enum ReceiveMode {
     Primary,
 }
 
-/// A path and the new socket it was given by [`Paths::rebind`].
-pub type Rebound = (Arc<Path>, Arc<PathSocket>);
-
 /// Every path of a tunnel.
 pub struct Paths {
     paths: Vec<Arc<Path>>,
@@ -281,19 +283,16 @@ impl Paths {
         self.paths[0].socket().port
     }
 
-    /// Opens new sockets on `port` for every path and swaps them in, all or none.
-    /// Returns the new sockets, whose receive loops the caller starts.
-    pub fn rebind(&self, port: u16, fwmark: u32) -> Result<Vec<Rebound>, UdpError> {
+    /// Opens new sockets on `port` for every path and swaps them in, all or none. The old
+    /// sockets are marked closed; the receive loop then takes the new ones.
+    pub fn rebind(&self, port: u16, fwmark: u32) -> Result<(), UdpError> {
         let ifaces: Vec<Interface> = self.paths.iter().filter_map(|p| p.iface.clone()).collect();
         let sockets = Self::open_sockets(&ifaces, port, fwmark)?;
-        let mut out = Vec::new();
         for (path, sock) in self.paths.iter().zip(sockets) {
-            let sock = Arc::new(sock);
-            let old = std::mem::replace(&mut *path.socket.write(), sock.clone());
+            let old = std::mem::replace(&mut *path.socket.write(), Arc::new(sock));
             old.closed.store(true, Ordering::Relaxed);
-            out.push((path.clone(), sock));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Sets SO_MARK on every path socket.

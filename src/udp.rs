@@ -287,6 +287,15 @@ pub fn send_segments(
 /// Receives into `buf`. Returns the length, the sender, and the size of the datagrams the
 /// kernel coalesced (UDP_GRO); equal to the length when there was only one.
 pub fn recv_segments(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+    recv_segments_flags(sock, buf, 0)
+}
+
+/// [`recv_segments`] with `recvmsg` flags (MSG_DONTWAIT).
+pub fn recv_segments_flags(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, SocketAddr, usize)> {
     // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec {
@@ -303,7 +312,7 @@ pub fn recv_segments(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Soc
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = CMSG_BUF;
     // SAFETY: msg points at live buffers (storage, iov over buf, control) for the call.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -534,6 +534,12 @@ pub struct UringRx {
 unsafe impl std::marker::Send for UringRx {}
 
 impl UringRx {
+    /// The ring's descriptor: readable (POLLIN) when completions wait, so one thread can
+    /// wait on several rings with poll(2).
+    pub fn ring_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.ring)
+    }
+
     /// Sets up a ring with `buffers` receive buffers of [`RX_BUFFER_SIZE`] bytes for socket `fd`.
     /// `buffers` must be a power of two, at most [`MAX_RX_BUFFERS`] (32 to 256 is typical).
     ///
