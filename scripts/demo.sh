@@ -27,21 +27,8 @@ UNDER_A2=10.98.0.1 UNDER_B2=10.98.0.2
 TUN_A=10.100.0.1 TUN_B=10.100.0.2
 PORT_A=51820 PORT_B=51821
 
-if [[ ${EUID} -ne 0 ]]; then
-    echo "demo.sh: must run as root: it creates network namespaces and TUN devices." >&2
-    echo "  try: sudo $0" >&2
-    exit 1
-fi
-
-# Under sudo, PATH usually lacks the invoking user's ~/.cargo/bin: look there.
-if ! command -v cargo >/dev/null 2>&1 && [[ -n ${SUDO_USER:-} ]]; then
-    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
-    if [[ -x $user_home/.cargo/bin/cargo ]]; then
-        export PATH="$user_home/.cargo/bin:$PATH"
-        export CARGO_HOME=${CARGO_HOME:-$user_home/.cargo}
-        export RUSTUP_HOME=${RUSTUP_HOME:-$user_home/.rustup}
-    fi
-fi
+. scripts/lib.sh
+need_root demo.sh "it creates network namespaces and TUN devices."
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '+ %s\n' "$*"; "$@"; }

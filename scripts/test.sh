@@ -11,21 +11,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-if [[ ${EUID} -ne 0 ]]; then
-    echo "test.sh: must run as root: the tests create network namespaces and TUN devices." >&2
-    echo "  try: sudo $0" >&2
-    exit 1
-fi
-
-# Under sudo, PATH usually lacks the invoking user's ~/.cargo/bin: look there.
-if ! command -v cargo >/dev/null 2>&1 && [[ -n ${SUDO_USER:-} ]]; then
-    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
-    if [[ -x $user_home/.cargo/bin/cargo ]]; then
-        export PATH="$user_home/.cargo/bin:$PATH"
-        export CARGO_HOME=${CARGO_HOME:-$user_home/.cargo}
-        export RUSTUP_HOME=${RUSTUP_HOME:-$user_home/.rustup}
-    fi
-fi
+. scripts/lib.sh
+need_root test.sh "the tests create network namespaces and TUN devices."
 
 step() { printf '\n==> %s\n' "$*"; }
 

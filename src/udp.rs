@@ -26,7 +26,8 @@ pub enum UdpError {
     },
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, opt: i32, val: i32) -> io::Result<()> {
+/// setsockopt(2) with an int value.
+pub(crate) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, val: i32) -> io::Result<()> {
     // SAFETY: the option value is a live c_int and its exact size is passed.
     let rc = unsafe {
         libc::setsockopt(

@@ -1302,17 +1302,7 @@ mod tests {
     use std::net::SocketAddr;
 
     fn set_int_opt(fd: RawFd, level: i32, opt: i32, val: i32) {
-        // SAFETY: setsockopt reads exactly `size_of::<i32>()` bytes from a live local.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                opt,
-                (&val as *const i32).cast(),
-                mem::size_of::<i32>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt: {}", io::Error::last_os_error());
+        crate::udp::setsockopt_int(fd, level, opt, val).expect("setsockopt");
     }
 
     fn udp4() -> UdpSocket {
