@@ -147,16 +147,18 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
     }
 }
 
-/// Waits up to `timeout` until one of `fds` is readable.
-fn wait_readable(fds: &[std::os::fd::RawFd], timeout: Duration) {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+/// pollfd entries waiting for input on `fds`, built once per socket set.
+fn pollfds(fds: impl Iterator<Item = std::os::fd::RawFd>) -> Vec<libc::pollfd> {
+    fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    })
+    .collect()
+}
+
+/// Waits up to `timeout` until one of `pfds` is readable.
+fn wait_readable(pfds: &mut [libc::pollfd], timeout: Duration) {
     // SAFETY: pfds is a live array of pfds.len() pollfd structs for the whole call.
     unsafe {
         libc::poll(
@@ -208,7 +210,7 @@ pub fn rx_worker(
             Io::Syscalls => None,
         };
         if let Some(mut rings) = rings {
-            let fds: Vec<_> = rings.iter().map(UringRx::ring_fd).collect();
+            let mut fds = pollfds(rings.iter().map(UringRx::ring_fd));
             while !replaced() {
                 let mut handled = 0;
                 for (ring, (path, _)) in rings.iter_mut().zip(&set) {
@@ -222,12 +224,12 @@ pub fn rx_worker(
                 }
                 rx.write();
                 if handled == 0 {
-                    wait_readable(&fds, RX_IDLE);
+                    wait_readable(&mut fds, RX_IDLE);
                 }
             }
             continue;
         }
-        let fds: Vec<_> = set.iter().map(|(_, s)| s.raw_fd()).collect();
+        let mut fds = pollfds(set.iter().map(|(_, s)| s.raw_fd()));
         let mut buf = vec![0u8; MAX_PACKET + 1];
         while !replaced() {
             let mut handled = 0;
@@ -243,7 +245,7 @@ pub fn rx_worker(
             }
             rx.write();
             if handled == 0 {
-                wait_readable(&fds, RX_IDLE);
+                wait_readable(&mut fds, RX_IDLE);
             }
         }
     }

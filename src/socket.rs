@@ -96,12 +96,6 @@ impl PathSocket {
     pub fn try_recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
         udp::recv_segments_flags(&self.sock, buf, libc::MSG_DONTWAIT)
     }
-
-    /// Receives a GRO batch: (bytes, sender, segment size). Times out after 500 ms, so a
-    /// replaced socket's loop notices it is closed.
-    pub fn recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
-        udp::recv_segments(&self.sock, buf)
-    }
 }
 
 /// One path: an interface (or none, for the single unbound socket of stock WireGuard),

@@ -10,7 +10,6 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 pub use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
@@ -144,11 +143,6 @@ impl Tun {
 }
 
 impl TunQueue {
-    /// Whether the kernel hands this queue TSO super-packets.
-    pub fn offload(&self) -> bool {
-        self.dev.tcp_gso()
-    }
-
     /// Reads one packet or super-packet and splits it: packet `i` lands at
     /// `bufs[i][offset..offset + sizes[i]]`. `scratch` must hold VIRTIO_NET_HDR_LEN +
     /// 65535 bytes. Returns the number of packets.
@@ -176,18 +170,6 @@ impl TunQueue {
         };
         // SAFETY: pfd is one valid pollfd; a zero timeout never blocks.
         let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
-        rc > 0 && pfd.revents & libc::POLLIN != 0
-    }
-
-    /// Waits up to `timeout` for a packet; true if one is ready.
-    pub fn wait_readable(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.dev.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: pfd is one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
         rc > 0 && pfd.revents & libc::POLLIN != 0
     }
 
