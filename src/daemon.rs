@@ -41,6 +41,8 @@ pub struct Options {
     pub endpoint_window: Duration,
     /// Worker threads, one TUN queue each, pinned to cores 0..N.
     pub cores: usize,
+    /// Threads that decrypt received batches (0: the receive thread does).
+    pub decrypt_workers: usize,
     /// Packets per batch.
     pub batch: usize,
     /// io_uring or plain system calls at the socket edge.
@@ -103,6 +105,7 @@ struct Tunnel {
     tun: Arc<Tun>,
     receive: ReceiveMode,
     batch: usize,
+    decrypt_workers: usize,
     io: datapath::Io,
     /// Serialises `set` requests, so a port change and the rest apply together.
     set_lock: Mutex<()>,
@@ -120,6 +123,7 @@ impl Tunnel {
                 t.batch,
                 t.io,
                 t.receive == ReceiveMode::Primary,
+                t.decrypt_workers,
             )
         });
     }
@@ -359,6 +363,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         tun,
         receive: opts.receive,
         batch: opts.batch,
+        decrypt_workers: opts.decrypt_workers,
         io: opts.io,
         set_lock: Mutex::new(()),
     });

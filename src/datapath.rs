@@ -4,10 +4,13 @@
 //!   super-packets split by the TUN layer, each with headroom for the WireGuard header),
 //!   seals each in place, coalesces runs of equal-size messages to one peer, and hands each
 //!   run to the paths as one UDP GSO send per path socket.
-//! * An RX worker per path socket: receives GRO batches, splits them by segment size,
-//!   lets the device drop copies the replay window already holds before decrypting, opens
-//!   the rest in place, and writes the batch of decrypted packets to the TUN, coalesced per
-//!   flow. Packets of one flow keep the order they arrived in.
+//! * One receive thread over every path socket's ring: splits GRO batches by segment size,
+//!   handles handshake messages at once and gathers data messages into batches, in the
+//!   order they arrived. A batch is opened ([`Device::open_batch`]: copies the replay
+//!   window holds are dropped before decryption) either by the receive thread itself, or
+//!   by decryption workers (`--decrypt-workers`, pinned like the TX workers) whose
+//!   batches a writer thread puts back in order ([`crate::queueing`]). Packets of one
+//!   flow reach the TUN in the order they arrived, coalesced per flow.
 
 use std::cell::RefCell;
 use std::io;
@@ -16,10 +19,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::device::{Device, Received, Sealed};
+use crate::device::{Device, SealedFor, SendCache};
 use crate::gso::GsoBatch;
+use crate::noise::messages::{classify, Kind};
 use crate::path::{Source, Transmit};
 use crate::peer::Peer;
+use crate::queueing::{Dispatcher, WorkerQueues, WriterQueues};
+use crate::receive::{RxBatch, RxCache, PACKET_OFFSET};
 use crate::session::{HEADROOM, TAILROOM};
 use crate::socket::{Path, PathSocket, Paths};
 use crate::tun::{GROTable, TunQueue, VIRTIO_NET_HDR_LEN};
@@ -27,8 +33,6 @@ use crate::uring::{UringRx, UringTx};
 
 /// The most bytes one packet (or super-packet) can have.
 const MAX_PACKET: usize = 65535;
-/// Where a decrypted packet starts in a TUN write buffer: room for the vnet header.
-const TUN_WRITE_OFFSET: usize = VIRTIO_NET_HDR_LEN;
 /// Packets one TUN read can split into (64 KiB at the smallest TCP MSS we expect).
 const SPLIT_MAX: usize = 128;
 
@@ -109,6 +113,7 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
         .collect();
     let mut sizes = vec![0usize; slots];
     let mut batch = GsoBatch::default();
+    let mut cache = SendCache::default();
     loop {
         let mut total = 0;
         loop {
@@ -133,11 +138,11 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
         }
         let now = Instant::now();
         for (buf, &len) in bufs[..total].iter_mut().zip(&sizes[..total]) {
-            if let Sealed::Ready(peer, n) = device.seal_ip_packet(buf, len, now, tx) {
-                if !batch.fits(&peer, n) {
+            if let SealedFor::Ready(peer, n) = device.seal_cached(buf, len, now, tx, &mut cache) {
+                if !batch.fits(peer, n) {
                     flush(&mut batch, device, tx, now);
                 }
-                batch.push(&peer, &buf[..n], len > 0);
+                batch.push(peer, &buf[..n], len > 0);
             }
             if batch_size == 1 {
                 flush(&mut batch, device, tx, now);
@@ -173,14 +178,17 @@ fn wait_readable(pfds: &mut [libc::pollfd], timeout: Duration) {
 /// soon a replaced socket (listen port change) is noticed.
 const RX_IDLE: Duration = Duration::from_millis(200);
 
-/// Receives on every path socket in ONE thread, opens, writes to the TUN.
+/// Receives on every path socket in ONE thread, and opens and writes what arrives, or
+/// has `decrypt_workers` threads (pinned like the TX workers) open it and a writer
+/// thread put it back in order (see [`crate::queueing`]).
 ///
-/// One thread, so that the first copy of each packet is the one delivered and packets
-/// reach the TUN in the order they arrived: each socket delivers in order, and a copy on
-/// one path is never handled before an older packet's copy on the same path. Two threads
-/// (one per path) would interleave their TUN writes and reorder flows whose packets win
-/// on different paths. Runs until the process ends; rebuilds its socket set when a
-/// listen port change replaces the sockets.
+/// One receive thread, so that the first copy of each packet is the one delivered and
+/// packets reach the TUN in the order they arrived: each socket delivers in order, and a
+/// copy on one path is never handled before an older packet's copy on the same path. Two
+/// receive threads (one per path) would interleave their TUN writes and reorder flows
+/// whose packets win on different paths. Runs until the process ends; rebuilds its
+/// socket set when a listen port change replaces the sockets.
+#[allow(clippy::too_many_arguments)]
 pub fn rx_worker(
     paths: &Paths,
     device: &Device,
@@ -188,8 +196,40 @@ pub fn rx_worker(
     batch_size: usize,
     io: Io,
     primary_only: bool,
+    decrypt_workers: usize,
 ) {
-    let mut rx = Receiver::new(device, paths, queue, batch_size);
+    if decrypt_workers == 0 {
+        let mut rx = Receiver::new(device, paths, Sink::inline(queue, batch_size));
+        return receive_loop(&mut rx, paths, io, primary_only);
+    }
+    let (dispatcher, workers, writer) =
+        crate::queueing::queues(decrypt_workers, decrypt_workers * 4, batch_size);
+    std::thread::scope(|s| {
+        for (i, q) in workers.into_iter().enumerate() {
+            let name = format!("mpwg-decrypt-{i}");
+            std::thread::Builder::new()
+                .name(name.clone())
+                .spawn_scoped(s, move || {
+                    guarded(&name, || {
+                        pin_to(i);
+                        decrypt_worker(q, device, paths)
+                    })
+                })
+                .expect("spawning a thread");
+        }
+        std::thread::Builder::new()
+            .name("mpwg-rx-write".into())
+            .spawn_scoped(s, move || {
+                guarded("mpwg-rx-write", || write_in_order(writer, queue))
+            })
+            .expect("spawning a thread");
+        let mut rx = Receiver::new(device, paths, Sink::workers(dispatcher));
+        receive_loop(&mut rx, paths, io, primary_only)
+    })
+}
+
+/// The receive thread's loop over every path socket's ring (or socket).
+fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool) {
     loop {
         let set: Vec<(Arc<Path>, Arc<PathSocket>)> = paths
             .all()
@@ -222,7 +262,7 @@ pub fn rx_worker(
                         Err(e) => tracing::warn!(path = path.label(), "receive failed: {e}"),
                     }
                 }
-                rx.write();
+                rx.flush();
                 if handled == 0 {
                     wait_readable(&mut fds, RX_IDLE);
                 }
@@ -243,7 +283,7 @@ pub fn rx_worker(
                     Err(e) => tracing::warn!(path = path.label(), "receive failed: {e}"),
                 }
             }
-            rx.write();
+            rx.flush();
             if handled == 0 {
                 wait_readable(&mut fds, RX_IDLE);
             }
@@ -254,36 +294,100 @@ pub fn rx_worker(
 /// Provided buffers per path socket's receive ring (64 KiB each).
 const RX_RING_BUFFERS: u16 = 64;
 
-/// What the RX worker holds between receives: the decrypted packets waiting for the TUN.
-struct Receiver<'a> {
-    device: &'a Device,
-    paths: &'a Paths,
-    queue: &'a TunQueue,
-    out: Vec<Vec<u8>>,
-    ready: usize,
-    gro: GROTable,
+/// Adds a batch's wins and duplicates to the path counters: a few atomic adds per batch.
+fn count_paths(paths: &Paths, batch: &RxBatch) {
+    for t in &batch.tally {
+        if let Some(p) = paths.all().iter().find(|p| p.id == t.path) {
+            p.stats.wins.fetch_add(t.wins, Ordering::Relaxed);
+            p.stats
+                .duplicates
+                .fetch_add(t.duplicates, Ordering::Relaxed);
+        }
+    }
 }
 
-impl<'a> Receiver<'a> {
-    fn new(
-        device: &'a Device,
-        paths: &'a Paths,
+/// Writes a batch's packets to the TUN, coalesced per flow.
+fn write_batch(queue: &TunQueue, gro: &mut GROTable, batch: &mut RxBatch) {
+    if let Err(e) = queue.send_batch(gro, batch.packets(), PACKET_OFFSET) {
+        tracing::debug!("TUN write failed: {e}");
+    }
+}
+
+/// A decryption worker: opens the batches the receive thread numbered, in any order.
+fn decrypt_worker(q: WorkerQueues, device: &Device, paths: &Paths) {
+    let mut cache = RxCache::default();
+    for mut batch in q.work.iter() {
+        device.open_batch(&mut batch, &mut cache, Instant::now(), paths);
+        count_paths(paths, &batch);
+        if q.done.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer: opened batches back in receive order, to the TUN.
+fn write_in_order(mut q: WriterQueues, queue: &TunQueue) {
+    let mut gro = GROTable::default();
+    while q.write_next(&mut |batch| write_batch(queue, &mut gro, batch)) {}
+}
+
+/// Where the receive thread's batches go.
+enum Sink<'a> {
+    /// Opened and written by the receive thread itself.
+    Inline {
+        batch: Box<RxBatch>,
+        cache: RxCache,
+        gro: Box<GROTable>,
         queue: &'a TunQueue,
-        batch_size: usize,
-    ) -> Receiver<'a> {
-        Receiver {
-            device,
-            paths,
+    },
+    /// Numbered and handed to the decryption workers.
+    Workers {
+        dispatcher: Dispatcher,
+        batch: Option<Box<RxBatch>>,
+    },
+}
+
+impl<'a> Sink<'a> {
+    fn inline(queue: &'a TunQueue, batch_size: usize) -> Sink<'a> {
+        Sink::Inline {
+            batch: Box::new(RxBatch::new(batch_size)),
+            cache: RxCache::default(),
+            gro: Box::default(),
             queue,
-            out: (0..batch_size.max(1))
-                .map(|_| Vec::with_capacity(TUN_WRITE_OFFSET + MAX_PACKET))
-                .collect(),
-            ready: 0,
-            gro: GROTable::default(),
         }
     }
 
-    /// Splits one receive (a GRO batch) on `path` into datagrams and opens each in place.
+    fn workers(dispatcher: Dispatcher) -> Sink<'a> {
+        let batch = dispatcher.take();
+        Sink::Workers { dispatcher, batch }
+    }
+}
+
+/// The receive thread's state: the batch being filled.
+struct Receiver<'a> {
+    device: &'a Device,
+    paths: &'a Paths,
+    sink: Sink<'a>,
+}
+
+impl<'a> Receiver<'a> {
+    fn new(device: &'a Device, paths: &'a Paths, sink: Sink<'a>) -> Receiver<'a> {
+        Receiver {
+            device,
+            paths,
+            sink,
+        }
+    }
+
+    fn batch(&mut self) -> Option<&mut RxBatch> {
+        match &mut self.sink {
+            Sink::Inline { batch, .. } => Some(&mut **batch),
+            Sink::Workers { batch, .. } => batch.as_deref_mut(),
+        }
+    }
+
+    /// Splits one receive (a GRO batch) on `path` into datagrams: data messages join the
+    /// batch, handshake messages are handled at once.
     fn handle(&mut self, path: &Path, from: SocketAddr, payload: &mut [u8], segment: usize) {
         let n = payload.len();
         let segment = segment.clamp(1, n.max(1));
@@ -292,38 +396,50 @@ impl<'a> Receiver<'a> {
             addr: from,
             path: path.id,
         };
-        let now = Instant::now();
         for datagram in payload.chunks_mut(segment) {
-            match self.device.receive(src, datagram, now, self.paths) {
-                Received::Packet(r) => {
-                    path.stats.wins.fetch_add(1, Ordering::Relaxed);
-                    let o = &mut self.out[self.ready];
-                    o.clear();
-                    o.resize(TUN_WRITE_OFFSET, 0);
-                    o.extend_from_slice(&datagram[r]);
-                    self.ready += 1;
-                    if self.ready == self.out.len() {
-                        self.write();
-                    }
-                }
-                Received::Duplicate => {
-                    path.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
-                Received::Nothing => {}
+            if classify(datagram) != Some(Kind::Data) {
+                self.device
+                    .receive(src, datagram, Instant::now(), self.paths);
+                continue;
+            }
+            if self.batch().is_some_and(|b| b.is_full()) {
+                self.flush();
+            }
+            if let Some(b) = self.batch() {
+                b.push(src, datagram);
             }
         }
     }
 
-    /// Writes the packets waiting, coalesced per flow.
-    fn write(&mut self) {
-        let n = std::mem::take(&mut self.ready);
-        write_batch(self.queue, &mut self.gro, &mut self.out[..n]);
-    }
-}
-
-fn write_batch(queue: &TunQueue, gro: &mut GROTable, bufs: &mut [Vec<u8>]) {
-    if let Err(e) = queue.send_batch(gro, bufs, TUN_WRITE_OFFSET) {
-        tracing::debug!("TUN write failed: {e}");
+    /// Sends the batch on: opened and written here, or to the workers.
+    fn flush(&mut self) {
+        match &mut self.sink {
+            Sink::Inline {
+                batch,
+                cache,
+                gro,
+                queue,
+            } => {
+                if batch.is_empty() {
+                    return;
+                }
+                self.device
+                    .open_batch(batch, cache, Instant::now(), self.paths);
+                count_paths(self.paths, batch);
+                write_batch(queue, gro, batch);
+                batch.clear();
+            }
+            Sink::Workers { dispatcher, batch } => {
+                if batch.as_ref().is_none_or(|b| b.is_empty()) {
+                    return;
+                }
+                if let Some(b) = batch.take() {
+                    if dispatcher.dispatch(b) {
+                        *batch = dispatcher.take();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -340,19 +456,22 @@ pub fn pin_to(core: usize) {
 /// same path as SIGTERM) and exits nonzero, rather than run on with a dead worker.
 pub static WORKER_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Runs `f`; if it panics, logs it and asks the daemon to stop.
+fn guarded(name: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("worker thread {name} failed: shutting down");
+        WORKER_FAILED.store(true, Ordering::SeqCst);
+        // The main thread's signal loop then runs the normal shutdown.
+        let _ = signal_hook::low_level::raise(libc::SIGTERM);
+    }
+}
+
 /// Starts `f` on a named thread. If it panics, the panic is logged and the daemon is asked
 /// to stop.
 pub fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
     let thread_name = name.clone();
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-                tracing::error!("worker thread {thread_name} failed: shutting down");
-                WORKER_FAILED.store(true, Ordering::SeqCst);
-                // The main thread's signal loop then runs the normal shutdown.
-                let _ = signal_hook::low_level::raise(libc::SIGTERM);
-            }
-        })
+        .spawn(move || guarded(&thread_name, f))
         .expect("spawning a thread");
 }

@@ -54,7 +54,8 @@ struct Config {
     fwmark: u32,
     peers: HashMap<Key, Arc<Peer>>,
     order: Vec<Key>,
-    allowed: AllowedIps<Arc<Peer>>,
+    /// Shared with the workers' caches as a snapshot; copied on write.
+    allowed: Arc<AllowedIps<Arc<Peer>>>,
 }
 
 /// Counters of what the device dropped, and why.
@@ -114,6 +115,39 @@ pub enum Sealed {
     NoRoute,
 }
 
+/// A packet sealed by [`Device::seal_cached`]; the peer is the cache's.
+pub enum SealedFor<'c> {
+    /// Sealed for this peer: the message is `buf[..len]`.
+    Ready(&'c Arc<Peer>, usize),
+    /// Kept until a handshake completes.
+    Staged,
+    /// No peer's allowed IPs hold the destination, or the packet is not IP.
+    NoRoute,
+}
+
+/// What a TX worker keeps between packets so that sealing takes no device lock: a
+/// snapshot of the allowed IPs and the current session of each peer it sends to, valid
+/// while the device's epoch stays the same.
+#[derive(Default)]
+pub struct SendCache {
+    epoch: Option<u64>,
+    allowed: Arc<AllowedIps<Arc<Peer>>>,
+    sessions: Vec<(Arc<Peer>, Option<Arc<Session>>)>,
+}
+
+impl SendCache {
+    /// Forgets everything if the device changed since the cache was filled. The epoch is
+    /// read first: a change after this read bumps it again.
+    fn refresh(&mut self, device: &Device) {
+        let epoch = device.epoch();
+        if self.epoch != Some(epoch) {
+            self.sessions.clear();
+            self.allowed = device.allowed();
+            self.epoch = Some(epoch);
+        }
+    }
+}
+
 /// A WireGuard device.
 pub struct Device {
     config: RwLock<Config>,
@@ -121,6 +155,10 @@ pub struct Device {
     load: Mutex<(Instant, u32)>,
     forced_load: Mutex<Option<bool>>,
     mtu: AtomicUsize,
+    /// Bumped after every change to the peers, allowed IPs, index table or sessions: the
+    /// workers' caches ([`crate::receive::RxCache`], [`SendCache`]) are valid while it
+    /// stays the same, so the hot path takes no lock per packet.
+    epoch: AtomicU64,
     /// Drop counters.
     pub drops: DropCounters,
 }
@@ -154,7 +192,31 @@ impl Device {
             load: Mutex::new((Instant::now(), 0)),
             forced_load: Mutex::new(None),
             mtu: AtomicUsize::new(mtu),
+            epoch: AtomicU64::new(0),
             drops: DropCounters::default(),
+        }
+    }
+
+    /// The current epoch: read it before reading what a cache keeps.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Marks a change the workers' caches must see. Called after the change is made.
+    fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// A snapshot of the allowed-IPs table.
+    pub(crate) fn allowed(&self) -> Arc<AllowedIps<Arc<Peer>>> {
+        self.config.read().allowed.clone()
+    }
+
+    /// The peer and session a data message's receiver index names.
+    pub(crate) fn session_for_index(&self, index: u32) -> Option<(Arc<Peer>, Arc<Session>)> {
+        match self.index.read().get(&index) {
+            Some(IndexEntry::Session(p, s)) => Some((p.clone(), s.clone())),
+            _ => None,
         }
     }
 
@@ -205,6 +267,8 @@ impl Device {
             let i = crate::noise::crypto::random_u32();
             if let std::collections::hash_map::Entry::Vacant(v) = idx.entry(i) {
                 v.insert(entry);
+                drop(idx);
+                self.changed();
                 return i;
             }
         }
@@ -262,6 +326,56 @@ impl Device {
             }
         };
         self.seal_for(peer, buf, len, now, tx)
+    }
+
+    /// [`Device::seal_ip_packet`] for a TX worker's batch loop: routes and seals with
+    /// what `cache` holds, so a packet takes no lock and clones no `Arc`. The peer of a
+    /// sealed packet is borrowed from the cache.
+    pub fn seal_cached<'c>(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        now: Instant,
+        tx: &dyn Transmit,
+        cache: &'c mut SendCache,
+    ) -> SealedFor<'c> {
+        cache.refresh(self);
+        let Some((dst, _)) = buf
+            .get(HEADROOM..HEADROOM + len)
+            .and_then(|p| ip_info(p, true))
+        else {
+            self.drops.no_route.fetch_add(1, Ordering::Relaxed);
+            return SealedFor::NoRoute;
+        };
+        let Some(peer) = cache.allowed.lookup(dst) else {
+            self.drops.no_route.fetch_add(1, Ordering::Relaxed);
+            return SealedFor::NoRoute;
+        };
+        let slot = match cache
+            .sessions
+            .iter()
+            .position(|(p, _)| Arc::ptr_eq(p, peer))
+        {
+            Some(i) => i,
+            None => {
+                let current = peer.sessions.read().current.clone();
+                cache.sessions.push((peer.clone(), current));
+                cache.sessions.len() - 1
+            }
+        };
+        let (peer, session) = &cache.sessions[slot];
+        let usable = session.as_ref().filter(|s| {
+            now.saturating_duration_since(s.created) < REJECT_AFTER_TIME
+                && s.sent() < crate::session::REJECT_AFTER_MESSAGES
+        });
+        if let Some(n) = usable.and_then(|s| s.seal(buf, len, self.mtu()).ok()) {
+            return SealedFor::Ready(peer, n);
+        }
+        match self.seal_for(peer.clone(), buf, len, now, tx) {
+            Sealed::Ready(_, n) => SealedFor::Ready(peer, n),
+            Sealed::Staged => SealedFor::Staged,
+            Sealed::NoRoute => SealedFor::NoRoute,
+        }
     }
 
     fn seal_for(
@@ -353,6 +467,7 @@ impl Device {
         hs.answered = None;
         if let Some(old) = hs.pending.take() {
             self.index.write().remove(&old.local_index);
+            self.changed();
         }
         let index = self.new_index(IndexEntry::Handshake(peer.clone()));
         let (mut msg, state) = match handshake::create_initiation(
@@ -365,6 +480,7 @@ impl Device {
             Ok(x) => x,
             Err(e) => {
                 self.index.write().remove(&index);
+                self.changed();
                 tracing::debug!(peer = %peer.public_key.short(), "cannot initiate: {e}");
                 return;
             }
@@ -514,6 +630,7 @@ impl Device {
             Ok(x) => x,
             Err(_) => {
                 self.index.write().remove(&index);
+                self.changed();
                 return None;
             }
         };
@@ -607,6 +724,8 @@ impl Device {
             IndexEntry::Session(peer.clone(), session.clone()),
         );
         peer.sessions.write().current = Some(session);
+        drop(idx);
+        self.changed();
     }
 
     /// Puts a new session in its slot and forgets the index of the one it pushes out.
@@ -630,6 +749,8 @@ impl Device {
         for d in dropped.into_iter().flatten() {
             idx.remove(&d.local_index);
         }
+        drop((idx, s));
+        self.changed();
     }
 
     fn receive_data(
@@ -665,16 +786,53 @@ impl Device {
                 return Received::Nothing;
             }
         };
-        peer.count_rx(datagram_len);
-        peer.saw_source(src, now);
-        let confirmed = self.confirm_if_next(&peer, &session);
+        self.on_authenticated(
+            &peer,
+            &session,
+            &[src],
+            datagram_len,
+            !range.is_empty(),
+            now,
+            tx,
+        );
+        if range.is_empty() {
+            return Received::Nothing;
+        }
+        let allowed = self.config.read().allowed.clone();
+        match self.inner_packet(&allowed, &peer, &buf[range.clone()]) {
+            Some(ip_len) => Received::Packet(range.start..range.start + ip_len),
+            None => Received::Nothing,
+        }
+    }
+
+    /// What follows authenticated data from `peer` on `session`: the byte counter, the
+    /// peer's sources (where it roams), confirming a `next` session, the timers, and the
+    /// one late rekey. Called once per datagram by [`Device::receive`], and once per run
+    /// of one session's datagrams by [`Device::open_batch`]: `bytes` is the datagrams'
+    /// total, `data` whether any carried a packet (not a keepalive).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_authenticated(
+        &self,
+        peer: &Arc<Peer>,
+        session: &Arc<Session>,
+        sources: &[Source],
+        bytes: usize,
+        data: bool,
+        now: Instant,
+        tx: &dyn Transmit,
+    ) {
+        peer.count_rx(bytes);
+        for src in sources {
+            peer.saw_source(*src, now);
+        }
+        let confirmed = self.confirm_if_next(peer, session);
         let late_rekey = {
             let mut hs = peer.handshake.lock();
             if confirmed {
                 hs.timers.on_handshake_complete();
             }
             hs.timers.on_authenticated_received(now);
-            if !range.is_empty() {
+            if data {
                 hs.timers.on_data_received(now);
             }
             let late = session.initiator
@@ -688,31 +846,36 @@ impl Device {
         };
         if confirmed {
             *peer.last_handshake.lock() = Some(SystemTime::now());
-            tracing::info!(peer = %peer.public_key.short(), endpoint = %src.addr, "handshake complete (peer initiated)");
-            self.flush_staged(&peer, now, tx);
+            if let Some(src) = sources.first() {
+                tracing::info!(peer = %peer.public_key.short(), endpoint = %src.addr, "handshake complete (peer initiated)");
+            }
+            self.flush_staged(peer, now, tx);
         }
         if late_rekey {
-            self.initiate(&peer, now, tx, false);
+            self.initiate(peer, now, tx, false);
         }
-        if range.is_empty() {
-            return Received::Nothing;
-        }
-        let Some((src_ip, ip_len)) = ip_info(&buf[range.clone()], false) else {
+    }
+
+    /// Checks a decrypted packet (`plain`, with its padding) from `peer`: it must be IP,
+    /// no longer than what arrived, and its source in the peer's allowed IPs. Returns the
+    /// packet's length without padding; counts a drop otherwise.
+    pub(crate) fn inner_packet(
+        &self,
+        allowed: &AllowedIps<Arc<Peer>>,
+        peer: &Arc<Peer>,
+        plain: &[u8],
+    ) -> Option<usize> {
+        let Some((src_ip, ip_len)) = ip_info(plain, false) else {
             self.drops.bad_source.fetch_add(1, Ordering::Relaxed);
-            return Received::Nothing;
+            return None;
         };
-        let allowed = self
-            .config
-            .read()
-            .allowed
-            .lookup(src_ip)
-            .is_some_and(|p| Arc::ptr_eq(p, &peer));
-        if !allowed || ip_len > range.len() || ip_len == 0 {
+        let ok = allowed.lookup(src_ip).is_some_and(|p| Arc::ptr_eq(p, peer));
+        if !ok || ip_len > plain.len() || ip_len == 0 {
             self.drops.bad_source.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(peer = %peer.public_key.short(), %src_ip, "inner source not in the peer's allowed IPs");
-            return Received::Nothing;
+            return None;
         }
-        Received::Packet(range.start..range.start + ip_len)
+        Some(ip_len)
     }
 
     /// If `session` is the peer's unconfirmed `next`, it becomes current.
@@ -733,6 +896,8 @@ impl Device {
         }
         s.previous = s.current.take();
         s.current = s.next.take();
+        drop((idx, s));
+        self.changed();
         true
     }
 
@@ -787,6 +952,8 @@ impl Device {
             idx.remove(&sess.local_index);
         }
         *s = Default::default();
+        drop((idx, s));
+        self.changed();
         tracing::debug!(peer = %peer.public_key.short(), "session keys erased");
     }
 
@@ -848,12 +1015,14 @@ impl Device {
                 peer.endpoints.lock().set_configured(ep);
             }
             if u.replace_allowed_ips {
-                c.allowed.remove_where(|p| Arc::ptr_eq(p, &peer));
+                Arc::make_mut(&mut c.allowed).remove_where(|p| Arc::ptr_eq(p, &peer));
             }
             for cidr in &u.allowed_ips {
-                c.allowed.insert(*cidr, peer.clone());
+                Arc::make_mut(&mut c.allowed).insert(*cidr, peer.clone());
             }
         }
+        drop(c);
+        self.changed();
     }
 
     fn set_private_key(&self, c: &mut Config, k: Key) {
@@ -881,7 +1050,7 @@ impl Device {
             return;
         };
         c.order.retain(|k| k != key);
-        c.allowed.remove_where(|p| Arc::ptr_eq(p, &peer));
+        Arc::make_mut(&mut c.allowed).remove_where(|p| Arc::ptr_eq(p, &peer));
         self.zero_keys(&peer);
         peer.handshake.lock().timers.stop_all();
         peer.staged.lock().clear();

@@ -24,6 +24,8 @@ pub mod netlink;
 pub mod noise;
 pub mod path;
 pub mod peer;
+pub mod queueing;
+pub mod receive;
 pub mod replay;
 pub mod session;
 pub mod socket;

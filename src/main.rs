@@ -68,6 +68,11 @@ enum Command {
         /// core).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         cores: Option<u16>,
+        /// Threads that decrypt received batches in parallel (the writer keeps each flow's
+        /// order); 0: the receive thread decrypts (default: one per core when --cores is
+        /// more than 1, else 0).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
+        decrypt_workers: Option<u16>,
         /// Packets handled per batch (TUN reads, GSO sends, TUN writes).
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
         batch: u16,
@@ -138,11 +143,15 @@ fn main() -> ExitCode {
             receive,
             endpoint_window,
             cores,
+            decrypt_workers,
             batch,
             io,
             verbose,
         } => {
             init_logging(verbose);
+            let cores = cores
+                .map(usize::from)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let up = matches.subcommand_matches("up").expect("the up subcommand");
             let opts = mpwg::daemon::Options {
                 name,
@@ -155,9 +164,12 @@ fn main() -> ExitCode {
                     Receive::Primary => ReceiveMode::Primary,
                 },
                 endpoint_window: Duration::from_secs(endpoint_window),
-                cores: cores
-                    .map(usize::from)
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                cores,
+                decrypt_workers: decrypt_workers.map(usize::from).unwrap_or(if cores > 1 {
+                    cores
+                } else {
+                    0
+                }),
                 batch: usize::from(batch),
                 io: match io {
                     IoArg::Uring => mpwg::datapath::Io::Uring,

@@ -162,22 +162,36 @@ impl Session {
     /// Opens a data message in place. Returns the range of the plaintext (with its
     /// padding) inside `msg`.
     pub fn open(&self, msg: &mut [u8]) -> Result<Range<usize>, OpenError> {
+        if self.already_seen(Self::counter_of(msg)) {
+            return Err(OpenError::Replay);
+        }
+        let plain = self.decrypt(msg)?;
+        if !self.replay.lock().commit(Self::counter_of(msg)) {
+            return Err(OpenError::Replay);
+        }
+        Ok(plain)
+    }
+
+    /// Decrypts a data message in place without consulting the replay window: the caller
+    /// checks it before and commits the counter after (in batches, one lock for many
+    /// packets, through [`Session::replay_window`]). Returns the plaintext's range.
+    pub fn decrypt(&self, msg: &mut [u8]) -> Result<Range<usize>, OpenError> {
         let counter = Self::counter_of(msg);
         if counter >= REJECT_AFTER_MESSAGES {
             return Err(OpenError::Exhausted);
-        }
-        if self.already_seen(counter) {
-            return Err(OpenError::Replay);
         }
         let plain_len = self
             .recv_key
             .open_in_place(nonce(counter), Aad::empty(), &mut msg[HEADROOM..])
             .map_err(|_| OpenError::Decrypt)?
             .len();
-        if !self.replay.lock().commit(counter) {
-            return Err(OpenError::Replay);
-        }
         Ok(HEADROOM..HEADROOM + plain_len)
+    }
+
+    /// The replay window, locked: hold it for one pass over a batch, never across a
+    /// decryption.
+    pub fn replay_window(&self) -> parking_lot::MutexGuard<'_, ReplayWindow> {
+        self.replay.lock()
     }
 }
 

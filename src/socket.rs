@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use crate::endpoint::{Destinations, DEFAULT_WINDOW};
 use crate::path::{PathId, Source, Transmit};
 use crate::peer::Peer;
 use crate::udp::{self, SocketOptions, UdpError};
-use crate::uring::{Send, UringTx};
+use crate::uring::UringTx;
 
 /// Send and receive buffer size of a path socket, in bytes.
 const SOCKET_BUFFER: i32 = 8 << 20;
@@ -88,13 +89,19 @@ impl PathSocket {
     }
 
     /// The descriptor, for io_uring submissions (the socket outlives them).
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.sock)
+    pub fn raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 
     /// Receives a GRO batch without waiting: WouldBlock when nothing is queued.
     pub fn try_recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
         udp::recv_segments_flags(&self.sock, buf, libc::MSG_DONTWAIT)
+    }
+}
+
+impl AsRawFd for PathSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 }
 
@@ -351,6 +358,9 @@ impl Paths {
     /// `ring`: one `sendmsg` per path socket and destination, all in one submission, so a
     /// slow or dead path never delays another, and the one ciphertext buffer is shared by
     /// every path. Paths where GSO was refused send one datagram per call instead.
+    ///
+    /// The batch is built in `ring`'s reusable storage ([`UringTx::batch`]): in the steady
+    /// state this allocates nothing.
     pub fn send_segments_via(
         &self,
         ring: &mut UringTx,
@@ -360,27 +370,22 @@ impl Paths {
     ) -> bool {
         let count = buf.len().div_ceil(segment.max(1));
         let mut ok = false;
-        let mut targets: Vec<(Arc<Path>, SocketAddr, Arc<PathSocket>)> = Vec::new();
+        let mut batch = ring.batch();
         self.each_destination(peer, |path, dst| {
             if count > 1 && !path.gso.load(Ordering::Relaxed) {
                 ok |= path.send_segments(dst, buf, segment);
             } else {
-                targets.push((path.clone(), dst, path.socket()));
+                // Tagged with the path's id, its index in `self.paths`. The batch holds the
+                // socket (an `Arc` clone) until the send completed, so a rebind meanwhile
+                // cannot close it under the kernel.
+                let sock = path.socket.read();
+                batch.push(&sock, sock.v6, dst, path.id);
             }
         });
-        let sends: Vec<Send> = targets
-            .iter()
-            .map(|(_, dst, sock)| Send {
-                fd: sock.raw_fd(),
-                dst: *dst,
-                v6_socket: sock.v6,
-                buf,
-                segment,
-            })
-            .collect();
-        let mut results: Vec<io::Result<usize>> = sends.iter().map(|_| Ok(0)).collect();
-        ring.send_all(&sends, &mut results);
-        for ((path, dst, _), r) in targets.iter().zip(results) {
+        for (id, dst, r) in batch.send(buf, segment) {
+            let Some(path) = self.paths.get(id) else {
+                continue;
+            };
             ok |= match r {
                 Err(e)
                     if count > 1
@@ -392,9 +397,9 @@ impl Paths {
                         "path {}: the kernel refused UDP GSO ({e}); sending one datagram per call from now on",
                         path.label()
                     );
-                    path.send_segments(*dst, buf, segment)
+                    path.send_segments(dst, buf, segment)
                 }
-                r => path.sent(*dst, r.map(|_| ()), buf.len(), count),
+                r => path.sent(dst, r.map(|_| ()), buf.len(), count),
             };
         }
         ok
@@ -419,5 +424,133 @@ impl Transmit for Paths {
             Some(p) => p.send(dst.addr, d),
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+    use crate::uring::alloc_count::allocations_in;
+
+    fn receiver() -> UdpSocket {
+        let r = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Room for every datagram a test sends before reading them.
+        udp::set_buffers(&r, SOCKET_BUFFER);
+        r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        r
+    }
+
+    /// Takes `sizes.len()` datagrams from `r`, checking their sizes.
+    fn expect_datagrams(r: &UdpSocket, sizes: &[usize]) {
+        let mut b = [0u8; 2048];
+        for &len in sizes {
+            assert_eq!(r.recv(&mut b).unwrap(), len);
+        }
+    }
+
+    #[test]
+    fn send_segments_via_steady_state_allocates_nothing() {
+        let paths = Paths::open(&[], 0, 0).unwrap();
+        let r = receiver();
+        let peer = Peer::new(Key([7; 32]), None);
+        peer.endpoints
+            .lock()
+            .set_configured(r.local_addr().unwrap());
+        let mut ring = UringTx::new(8).unwrap();
+        let buf = vec![0x5a; 340];
+
+        // GSO batch and single datagram, once each to size the scratch storage.
+        assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
+        expect_datagrams(&r, &[100, 100, 100, 40]);
+        assert!(paths.send_segments_via(&mut ring, &peer, &buf[..60], 60));
+        expect_datagrams(&r, &[60]);
+
+        let (allocs, ok) = allocations_in(|| {
+            (0..50).all(|_| {
+                paths.send_segments_via(&mut ring, &peer, &buf, 100)
+                    & paths.send_segments_via(&mut ring, &peer, &buf[..60], 60)
+            })
+        });
+        assert_eq!(allocs, 0, "allocations in 100 sends");
+        assert!(ok);
+        for _ in 0..50 {
+            expect_datagrams(&r, &[100, 100, 100, 40, 60]);
+        }
+        let st = &paths.all()[0].stats;
+        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 102);
+        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 51 * 5);
+        assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 51 * 400);
+        assert_eq!(st.send_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn send_segments_via_follows_a_rebind_and_lets_the_old_socket_go() {
+        let paths = Paths::open(&[], 0, 0).unwrap();
+        let r = receiver();
+        let peer = Peer::new(Key([7; 32]), None);
+        peer.endpoints
+            .lock()
+            .set_configured(r.local_addr().unwrap());
+        let mut ring = UringTx::new(8).unwrap();
+        let old = paths.all()[0].socket();
+        assert!(paths.send_segments_via(&mut ring, &peer, b"one", 3));
+        let mut b = [0u8; 64];
+        let (_, from) = r.recv_from(&mut b).unwrap();
+        assert_eq!(from.port(), old.port);
+        // The ring keeps no reference to the socket between sends.
+        assert_eq!(Arc::strong_count(&old), 2);
+
+        paths.rebind(0, 0).unwrap();
+        assert!(old.closed.load(Ordering::Relaxed));
+        let new = paths.all()[0].socket();
+        assert_ne!(new.port, old.port);
+        assert!(paths.send_segments_via(&mut ring, &peer, b"two", 3));
+        let (n, from) = r.recv_from(&mut b).unwrap();
+        assert_eq!(&b[..n], b"two");
+        assert_eq!(from.port(), new.port);
+        assert_eq!(Arc::strong_count(&old), 1);
+    }
+
+    #[test]
+    fn send_segments_via_fails_one_destination_alone_and_falls_back_from_gso() {
+        let paths = Paths::open(&[], 0, 0).unwrap();
+        let path = &paths.all()[0];
+        let st = &path.stats;
+        let r = receiver();
+        let peer = Peer::new(Key([7; 32]), None);
+        // Two destinations on the one path: port 0 is refused (EINVAL), the other works.
+        let bad: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let now = Instant::now();
+        peer.endpoints.lock().record(path.id, bad, now);
+        peer.endpoints
+            .lock()
+            .record(path.id, r.local_addr().unwrap(), now);
+        let mut ring = UringTx::new(8).unwrap();
+
+        assert!(paths.send_segments_via(&mut ring, &peer, b"kept", 4));
+        expect_datagrams(&r, &[4]);
+        assert_eq!(st.send_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 2);
+        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 1);
+        assert!(path.gso.load(Ordering::Relaxed));
+
+        // EINVAL on a GSO send switches GSO off for the path; that destination is retried one
+        // datagram per call (failing 4 times), the other went out as one GSO send.
+        let buf = vec![1u8; 340];
+        assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
+        expect_datagrams(&r, &[100, 100, 100, 40]);
+        assert!(!path.gso.load(Ordering::Relaxed));
+        assert_eq!(st.send_errors.load(Ordering::Relaxed), 1 + 4);
+        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 2 + 4 + 1);
+        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 1 + 4);
+
+        // From now on both destinations get one send per datagram, outside the ring.
+        assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
+        expect_datagrams(&r, &[100, 100, 100, 40]);
+        assert_eq!(st.send_errors.load(Ordering::Relaxed), 5 + 4);
+        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 7 + 8);
+        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 5 + 4);
+        assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 4 + 340 + 340);
     }
 }

@@ -34,6 +34,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSo
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
@@ -1039,8 +1040,37 @@ struct TxSlot {
     control: SegmentCmsg,
 }
 
+/// One destination of a [`TxBatch`]: which socket, where to, and the caller's tag.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    fd: RawFd,
+    v6_socket: bool,
+    dst: SocketAddr,
+    tag: usize,
+}
+
+/// A socket kept open while a send on it is in flight (so that its descriptor cannot be closed
+/// and reused for another file meanwhile).
+type KeepOpen = Arc<dyn AsRawFd + std::marker::Send + std::marker::Sync>;
+
 /// One io_uring for batched sends, for one sending thread.
+///
+/// Besides the ring, it keeps the storage a [`TxBatch`] is built in: those vectors are
+/// cleared, never shrunk, so once they have grown to the largest batch seen, sending a batch
+/// allocates nothing.
 pub struct UringTx {
+    io: TxRing,
+    /// The destinations of the current batch.
+    targets: Vec<Target>,
+    /// The sockets of the current batch, one per target; emptied once its sends completed.
+    keep: Vec<KeepOpen>,
+    /// The outcome of each target's send.
+    results: Vec<io::Result<usize>>,
+}
+
+/// The part of [`UringTx`] that talks to the kernel: the ring and the memory its requests
+/// point to.
+struct TxRing {
     // Drops before `slots`: no request can outlive the memory it points to.
     ring: IoUring,
     /// One slot per submission queue entry; boxed, so addresses are stable.
@@ -1052,10 +1082,10 @@ pub struct UringTx {
     broken: Option<i32>,
 }
 
-// SAFETY: the raw pointers in `slots` point into `slots` itself or, during `send_all` only,
-// into the caller's buffers; they are written and used only through `&mut self`, and nothing
-// is tied to the creating thread.
-unsafe impl std::marker::Send for UringTx {}
+// SAFETY: the raw pointers in `slots` point into `slots` itself or, during a send only, into
+// the caller's buffers; they are written and used only through `&mut self`, and nothing is tied
+// to the creating thread.
+unsafe impl std::marker::Send for TxRing {}
 
 impl UringTx {
     /// Sets up a ring of `entries` submission queue entries (rounded up to a power of two by the
@@ -1076,16 +1106,21 @@ impl UringTx {
             })
             .collect();
         Ok(UringTx {
-            ring,
-            slots,
-            done: vec![false; n].into_boxed_slice(),
-            broken: None,
+            io: TxRing {
+                ring,
+                slots,
+                done: vec![false; n].into_boxed_slice(),
+                broken: None,
+            },
+            targets: Vec::new(),
+            keep: Vec::new(),
+            results: Vec::new(),
         })
     }
 
     /// How many sends go in one system call.
     pub fn capacity(&self) -> usize {
-        self.slots.len()
+        self.io.slots.len()
     }
 
     /// Sends every element of `sends`, storing each outcome in the same index of `results`:
@@ -1093,19 +1128,127 @@ impl UringTx {
     /// wait). All sends go in one `io_uring_enter` (in chunks of [`UringTx::capacity`] when
     /// there are more); the call returns once every one has completed.
     ///
-    /// Only the first `min(sends.len(), results.len())` elements are considered.
+    /// Only the first `min(sends.len(), results.len())` elements are considered. Each `fd`
+    /// must stay open until the call returns.
     pub fn send_all(&mut self, sends: &[Send], results: &mut [io::Result<usize>]) {
         let n = sends.len().min(results.len());
+        self.io.send(n, |i| sends[i], &mut results[..n]);
+    }
+
+    /// Starts a batch: one payload sent to many sockets, built with [`TxBatch::push`] and sent
+    /// with [`TxBatch::send`]. The batch lives in storage this ring keeps from one batch to the
+    /// next, so that a steady stream of batches allocates nothing.
+    pub fn batch(&mut self) -> TxBatch<'_> {
+        self.targets.clear();
+        self.keep.clear();
+        self.results.clear();
+        TxBatch { tx: Some(self) }
+    }
+}
+
+/// A batch of sends of one payload, each to its own socket and destination, built in the
+/// storage of a [`UringTx`] ([`UringTx::batch`]). Dropping it unsent releases its sockets.
+pub struct TxBatch<'r> {
+    /// Always `Some` until [`TxBatch::send`] takes it.
+    tx: Option<&'r mut UringTx>,
+}
+
+impl<'r> TxBatch<'r> {
+    /// Adds a send through `sock` (an `AF_INET6` socket when `v6_socket`: IPv4 destinations
+    /// then go to `::ffff:a.b.c.d`) to `dst`. `tag` is the caller's, given back with the
+    /// outcome. The batch holds a reference to `sock` until its sends have completed, so the
+    /// socket stays open while the kernel uses it.
+    pub fn push<S>(&mut self, sock: &Arc<S>, v6_socket: bool, dst: SocketAddr, tag: usize)
+    where
+        S: AsRawFd + std::marker::Send + std::marker::Sync + 'static,
+    {
+        let Some(tx) = self.tx.as_deref_mut() else {
+            return;
+        };
+        tx.targets.push(Target {
+            fd: sock.as_raw_fd(),
+            v6_socket,
+            dst,
+            tag,
+        });
+        tx.keep.push(sock.clone());
+    }
+
+    /// Sends `buf` to every target, as datagrams of `segment` bytes with UDP GSO when
+    /// `0 < segment < buf.len()` (see [`Send::segment`]), all in one `io_uring_enter` (in chunks
+    /// of [`UringTx::capacity`] when there are more), and returns once every send completed.
+    /// Yields, in the order of [`TxBatch::push`], each target's tag, destination and outcome:
+    /// `Ok(bytes)` or the `sendmsg` error, as [`UringTx::send_all`] says.
+    pub fn send(
+        mut self,
+        buf: &[u8],
+        segment: usize,
+    ) -> impl Iterator<Item = (usize, SocketAddr, io::Result<usize>)> + 'r {
+        let tx = self.tx.take().expect("a batch is sent once");
+        let UringTx {
+            io,
+            targets,
+            keep,
+            results,
+        } = tx;
+        results.resize_with(targets.len(), || Ok(0));
+        io.send(
+            targets.len(),
+            |i| {
+                let t = &targets[i];
+                Send {
+                    fd: t.fd,
+                    dst: t.dst,
+                    v6_socket: t.v6_socket,
+                    buf,
+                    segment,
+                }
+            },
+            results,
+        );
+        // Every send has completed: the sockets may close now.
+        keep.clear();
+        targets
+            .iter()
+            .zip(results.drain(..))
+            .map(|(t, r)| (t.tag, t.dst, r))
+    }
+}
+
+impl Drop for TxBatch<'_> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            tx.keep.clear();
+        }
+    }
+}
+
+impl TxRing {
+    /// Sends `send_at(i)` for every `i < n`, storing each outcome in `results[i]`, in chunks
+    /// of at most one submission queue.
+    fn send<'b>(
+        &mut self,
+        n: usize,
+        send_at: impl Fn(usize) -> Send<'b>,
+        results: &mut [io::Result<usize>],
+    ) {
         let cap = self.slots.len();
         let mut start = 0;
         while start < n {
             let len = (n - start).min(cap);
-            self.send_chunk(&sends[start..start + len], &mut results[start..start + len]);
+            self.send_chunk(|i| send_at(start + i), &mut results[start..start + len]);
             start += len;
         }
     }
 
-    fn send_chunk(&mut self, sends: &[Send], results: &mut [io::Result<usize>]) {
+    /// Sends `send_at(i)` for every index of `results` (at most one submission queue) and
+    /// stores each outcome there.
+    fn send_chunk<'b>(
+        &mut self,
+        send_at: impl Fn(usize) -> Send<'b>,
+        results: &mut [io::Result<usize>],
+    ) {
+        let n = results.len();
         if let Some(errno) = self.broken {
             for r in results.iter_mut() {
                 *r = Err(io::Error::from_raw_os_error(errno));
@@ -1113,10 +1256,11 @@ impl UringTx {
             return;
         }
         let mut pushed = 0usize;
-        for (i, (s, r)) in sends.iter().zip(results.iter_mut()).enumerate() {
+        for (i, r) in results.iter_mut().enumerate() {
+            let s = send_at(i);
             self.done[i] = true;
             let slot = &mut self.slots[i];
-            if let Err(e) = fill_slot(slot, s) {
+            if let Err(e) = fill_slot(slot, &s) {
                 *r = Err(e);
                 continue;
             }
@@ -1126,8 +1270,8 @@ impl UringTx {
                 .user_data(i as u64);
             // SAFETY: the msghdr and what it points to (this slot's iovec, address and cmsg, and
             // the caller's `s.buf`) stay valid and unchanged until this request completes: the
-            // slot is not touched again, and `send_all` (which borrows `s.buf`) does not return,
-            // until its completion has been reaped below.
+            // slot is not touched again, and the send (which borrows `s.buf` for `'b`) does not
+            // return, until its completion has been reaped below.
             if unsafe { self.ring.submission().push(&sqe) }.is_err() {
                 // Cannot happen: the chunk is no larger than the queue, which is empty here.
                 *r = Err(io::Error::other("io_uring submission queue full"));
@@ -1151,14 +1295,14 @@ impl UringTx {
                     }
                     errno => {
                         let errno = errno.unwrap_or(libc::EIO);
-                        self.give_up(errno, sends.len(), results, &mut completed);
+                        self.give_up(errno, n, results, &mut completed);
                         return;
                     }
                 },
             }
             for cqe in self.ring.completion() {
                 let i = cqe.user_data() as usize;
-                if i < sends.len() && !self.done[i] {
+                if i < n && !self.done[i] {
                     self.done[i] = true;
                     completed += 1;
                     let res = cqe.result();
@@ -1293,6 +1437,63 @@ fn sockaddr_in6(ip: Ipv6Addr, port: u16, flowinfo: u32, scope_id: u32) -> libc::
             s6_addr: ip.octets(),
         },
         sin6_scope_id: scope_id,
+    }
+}
+
+/// A counting global allocator for the unit tests, to check that hot paths allocate nothing:
+/// it forwards to the system allocator and counts, per thread, every allocation.
+#[cfg(test)]
+pub(crate) mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        // `const`, of a type without drop glue: no lazy initialisation and no destructor to
+        // register, so touching it from inside the allocator never allocates.
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn count() {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+    }
+
+    // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
+    // `System`'s guarantees hold; the counting beside it touches no memory it hands out.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: forwarded as is (see above).
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: forwarded as is (see above).
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count();
+            // SAFETY: forwarded as is (see above).
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded as is (see above).
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// How many allocations (and reallocations) `f` made on this thread.
+    pub(crate) fn allocations_in<R>(f: impl FnOnce() -> R) -> (u64, R) {
+        let before = ALLOCATIONS.with(Cell::get);
+        let r = f();
+        (ALLOCATIONS.with(Cell::get) - before, r)
     }
 }
 
@@ -1439,6 +1640,102 @@ mod tests {
             let n = r.recv(&mut b).unwrap();
             assert_eq!(&b[..n], &payloads[usize::from(i)][..]);
         }
+    }
+
+    #[test]
+    fn batch_tags_results_and_releases_sockets() {
+        let tx_sock = Arc::new(udp4());
+        let v6_only = "[2001:db8::1]:51820".parse().unwrap();
+        let r1 = udp4();
+        let r2 = udp4();
+        for r in [&r1, &r2] {
+            r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        }
+        let buf = gso_buf();
+        let mut tx = UringTx::new(2).unwrap();
+        for round in 0..3 {
+            let mut batch = tx.batch();
+            batch.push(&tx_sock, false, r1.local_addr().unwrap(), 7);
+            // An IPv6 destination on an IPv4 socket fails alone.
+            batch.push(&tx_sock, false, v6_only, 8);
+            batch.push(&tx_sock, false, r2.local_addr().unwrap(), 9);
+            assert_eq!(Arc::strong_count(&tx_sock), 4);
+            let got: Vec<(usize, SocketAddr, Result<usize, Option<i32>>)> = batch
+                .send(&buf, 100)
+                .map(|(tag, dst, r)| (tag, dst, r.map_err(|e| e.raw_os_error())))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (7, r1.local_addr().unwrap(), Ok(340)),
+                    (8, v6_only, Err(Some(libc::EAFNOSUPPORT))),
+                    (9, r2.local_addr().unwrap(), Ok(340)),
+                ],
+                "round {round}"
+            );
+            // Once sent, the ring no longer holds the socket.
+            assert_eq!(Arc::strong_count(&tx_sock), 1);
+            for r in [&r1, &r2] {
+                let mut b = [0u8; 2048];
+                for (i, len) in [100usize, 100, 100, 40].into_iter().enumerate() {
+                    let n = r.recv(&mut b).unwrap();
+                    assert_eq!(n, len);
+                    assert!(b[..n].iter().all(|&x| x == i as u8 + 1));
+                }
+            }
+        }
+        // A batch dropped unsent releases its sockets too, and sends nothing.
+        let mut batch = tx.batch();
+        batch.push(&tx_sock, false, r1.local_addr().unwrap(), 0);
+        drop(batch);
+        assert_eq!(Arc::strong_count(&tx_sock), 1);
+        assert_eq!(tx.batch().send(&buf, 100).count(), 0);
+        r1.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        assert!(r1.recv(&mut [0u8; 16]).is_err());
+    }
+
+    #[test]
+    fn batch_steady_state_allocates_nothing() {
+        let tx_sock = Arc::new(udp4());
+        let receivers: Vec<UdpSocket> = (0..5).map(|_| udp4()).collect();
+        let dsts: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().unwrap()).collect();
+        let buf = gso_buf();
+        // A ring smaller than the batch: chunking must not allocate either.
+        let mut tx = UringTx::new(2).unwrap();
+        let round = |tx: &mut UringTx| {
+            let mut batch = tx.batch();
+            for (i, &dst) in dsts.iter().enumerate() {
+                batch.push(&tx_sock, false, dst, i);
+            }
+            batch
+                .send(&buf, 100)
+                .filter(|(_, _, r)| matches!(r, Ok(340)))
+                .count()
+        };
+        assert_eq!(round(&mut tx), 5);
+        // The counter works: a real allocation is seen.
+        let (allocs, v) = alloc_count::allocations_in(|| std::hint::black_box(vec![0u8; 64]));
+        assert!(allocs >= 1 && v.len() == 64);
+        let (allocs, sent) =
+            alloc_count::allocations_in(|| (0..100).map(|_| round(&mut tx)).sum::<usize>());
+        assert_eq!(allocs, 0);
+        assert_eq!(sent, 500);
+        // And the existing API, given its slices, allocates nothing.
+        let sends: Vec<Send> = dsts
+            .iter()
+            .map(|&dst| Send {
+                fd: tx_sock.as_raw_fd(),
+                dst,
+                v6_socket: false,
+                buf: &buf,
+                segment: 100,
+            })
+            .collect();
+        let mut results: Vec<io::Result<usize>> = sends.iter().map(|_| Ok(0)).collect();
+        let (allocs, ()) = alloc_count::allocations_in(|| tx.send_all(&sends, &mut results));
+        assert_eq!(allocs, 0);
+        assert!(results.iter().all(|r| matches!(r, Ok(340))));
     }
 
     #[test]

@@ -10,10 +10,11 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use parking_lot::Mutex;
 
-use mpwg::device::{Device, Received, Sent};
+use mpwg::device::{Device, Received, SealedFor, SendCache, Sent};
 use mpwg::key::Key;
 use mpwg::path::{Source, Transmit};
 use mpwg::peer::Peer;
+use mpwg::receive::{PathTally, RxBatch, RxCache, PACKET_OFFSET};
 use mpwg::session::{HEADROOM, TAILROOM};
 use mpwg::timers::REKEY_AFTER_TIME;
 use mpwg::uapi::{PeerUpdate, SetRequest};
@@ -551,4 +552,234 @@ fn a_peer_answering_one_initiation_twice_keeps_its_last_session() {
         .open(&mut d)
         .expect("the peer's kept session opens it");
     assert_eq!(&d[plain.start..plain.start + pkt.len()], &pkt[..]);
+}
+
+// ----- batched receive (Device::open_batch), as the datapath's workers run it -----
+
+fn src_on(path: usize) -> Source {
+    Source {
+        addr: format!("192.168.5{path}.2:51820").parse().unwrap(),
+        path,
+    }
+}
+
+/// Opens `datagrams` (each with the path it came on) as one batch; returns the packets
+/// for the TUN, in order, and the per-path tally.
+fn open_batch(
+    p: &Pair,
+    cache: &mut RxCache,
+    datagrams: &[(usize, Vec<u8>)],
+    now: Instant,
+) -> (Vec<Vec<u8>>, Vec<PathTally>) {
+    let mut b = RxBatch::new(datagrams.len());
+    for (path, d) in datagrams {
+        assert!(b.push(src_on(*path), d));
+    }
+    p.dev.open_batch(&mut b, cache, now, &p.cap);
+    let mut tally = b.tally.clone();
+    tally.sort_by_key(|t| t.path);
+    let packets = b
+        .packets()
+        .iter()
+        .map(|v| v[PACKET_OFFSET..].to_vec())
+        .collect();
+    (packets, tally)
+}
+
+fn tally(path: usize, wins: u64, duplicates: u64) -> PathTally {
+    PathTally {
+        path,
+        wins,
+        duplicates,
+    }
+}
+
+fn drops(p: &Pair) -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (
+        p.dev.drops.replayed.load(Relaxed),
+        p.dev.drops.bad_data.load(Relaxed),
+    )
+}
+
+/// Two paths' GRO batches interleaved, as the receive thread gathers them: each packet
+/// is delivered once, in the order sent, and the copies are counted against the path
+/// that brought them second.
+#[test]
+fn a_batch_with_both_paths_copies_delivers_each_packet_once_in_order() {
+    let mut p = pair();
+    let now = Instant::now();
+    p.handshake_from_mpwg(now);
+    let pkts: Vec<Vec<u8>> = (0..40u8)
+        .map(|i| ipv4(BT_IP, MPWG_IP, &vec![i; 100 + usize::from(i)]))
+        .collect();
+    let sealed: Vec<Vec<u8>> = pkts.iter().map(|x| p.bt_send(x)).collect();
+    let mut batch = Vec::new();
+    for chunk in [0..20, 20..40] {
+        batch.extend(sealed[chunk.clone()].iter().map(|d| (0, d.clone())));
+        batch.extend(sealed[chunk].iter().map(|d| (1, d.clone())));
+    }
+    let mut cache = RxCache::default();
+    let (got, t) = open_batch(&p, &mut cache, &batch, now);
+    assert_eq!(got, pkts);
+    assert_eq!(t, vec![tally(0, 40, 0), tally(1, 0, 40)]);
+    assert_eq!(
+        drops(&p),
+        (40, 0),
+        "40 copies dropped, none failed to decrypt"
+    );
+
+    // Late copies in a later batch are dropped before decryption.
+    let late: Vec<(usize, Vec<u8>)> = sealed[..5].iter().map(|d| (1, d.clone())).collect();
+    let (got, t) = open_batch(&p, &mut cache, &late, now);
+    assert!(got.is_empty());
+    assert_eq!(t, vec![tally(1, 0, 5)]);
+    let snap = p.dev.snapshot();
+    assert!(snap.peers[0].rx_bytes >= sealed.iter().map(|d| d.len() as u64).sum::<u64>());
+}
+
+/// A forged copy that arrives first (on a hostile path) must not suppress the genuine
+/// one: the genuine copy is decrypted when the first fails.
+#[test]
+fn a_forged_first_copy_does_not_suppress_the_genuine_one() {
+    let mut p = pair();
+    let now = Instant::now();
+    p.handshake_from_mpwg(now);
+    let pkts: Vec<Vec<u8>> = (0..3u8).map(|i| ipv4(BT_IP, MPWG_IP, &[i; 64])).collect();
+    let sealed: Vec<Vec<u8>> = pkts.iter().map(|x| p.bt_send(x)).collect();
+    let mut forged = sealed[1].clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x55;
+    let batch = vec![
+        (0, sealed[0].clone()),
+        (1, forged),
+        (0, sealed[1].clone()),
+        (0, sealed[2].clone()),
+    ];
+    let (got, t) = open_batch(&p, &mut RxCache::default(), &batch, now);
+    assert_eq!(got, pkts);
+    assert_eq!(t, vec![tally(0, 3, 0)]);
+    assert_eq!(drops(&p), (0, 1), "the forgery failed to decrypt");
+}
+
+/// Within a batch, a datagram for an unknown index, a spoofed inner source and a
+/// replayed packet are dropped; everything else still arrives, in order.
+#[test]
+fn a_batch_drops_only_its_bad_datagrams() {
+    let mut p = pair();
+    let now = Instant::now();
+    p.handshake_from_mpwg(now);
+    let good: Vec<Vec<u8>> = (0..3u8).map(|i| ipv4(BT_IP, MPWG_IP, &[i; 80])).collect();
+    let spoofed = ipv4([10, 9, 9, 9], MPWG_IP, b"spoofed");
+    let g: Vec<Vec<u8>> = good.iter().map(|x| p.bt_send(x)).collect();
+    let s = p.bt_send(&spoofed);
+    let mut unknown = g[0].clone();
+    unknown[4..8].copy_from_slice(&0xdead_beefu32.to_le_bytes());
+    let batch = vec![
+        (0, g[0].clone()),
+        (0, unknown),
+        (0, s),
+        (0, g[1].clone()),
+        (0, g[0].clone()),
+        (0, g[2].clone()),
+    ];
+    let (got, _) = open_batch(&p, &mut RxCache::default(), &batch, now);
+    assert_eq!(got, good);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(p.dev.drops.unknown_index.load(Relaxed), 1);
+    assert_eq!(p.dev.drops.bad_source.load(Relaxed), 1);
+    assert_eq!(drops(&p), (1, 0));
+    assert!(!RxBatch::new(1).push(src(), b"not a data message"));
+}
+
+/// The session boringtun's handshake makes is confirmed by the first data packet arriving
+/// in a batch, with a cache filled before the handshake (the device's epoch moves on).
+#[test]
+fn a_batch_confirms_a_session_boringtun_started() {
+    let mut p = pair();
+    let now = Instant::now();
+    let mut cache = RxCache::default();
+    let (got, _) = open_batch(&p, &mut cache, &[], now);
+    assert!(got.is_empty());
+    let mut out = vec![0u8; 256];
+    let init = match p.bt.format_handshake_initiation(&mut out, false) {
+        TunnResult::WriteToNetwork(d) => d.to_vec(),
+        _ => panic!("no initiation"),
+    };
+    assert_eq!(p.dev_recv(&init, now), None);
+    let resp = p.cap.take();
+    let (keepalive, _) = p.bt_recv(&resp[0]);
+    let pkt = ipv4(BT_IP, MPWG_IP, b"hello batch");
+    let mut batch: Vec<(usize, Vec<u8>)> = keepalive.into_iter().map(|k| (1, k)).collect();
+    batch.push((0, p.bt_send(&pkt)));
+    let (got, _) = open_batch(&p, &mut cache, &batch, now);
+    assert_eq!(got, vec![pkt]);
+    assert!(p.dev.snapshot().peers[0].last_handshake.is_some());
+    let back = ipv4(MPWG_IP, BT_IP, b"back");
+    assert_eq!(p.dev_send(&back, now), Sent::Sent);
+    assert_eq!(p.bt_recv(&p.cap.take()[0]).1, vec![back]);
+}
+
+/// The TX workers' cached sealing: packets boringtun opens, a route removed by `wg set`
+/// is seen at once (the device's epoch moves), and a packet with no session is staged
+/// and starts a handshake.
+#[test]
+fn sealing_through_a_cache_follows_configuration_changes() {
+    let mut p = pair();
+    let now = Instant::now();
+    let mut cache = SendCache::default();
+    let pkt = ipv4(MPWG_IP, BT_IP, b"cached");
+    let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
+    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
+    assert!(matches!(
+        p.dev
+            .seal_cached(&mut buf.clone(), pkt.len(), now, &p.cap, &mut cache),
+        SealedFor::Staged
+    ));
+    let init = p.cap.take();
+    assert_eq!(init.len(), 1, "a handshake initiation");
+    let (resp, _) = p.bt_recv(&init[0]);
+    assert_eq!(p.dev_recv(&resp[0], now), None);
+    for d in p.cap.take() {
+        assert_eq!(p.bt_recv(&d).1, vec![pkt.clone()], "the staged packet");
+    }
+    for _ in 0..3 {
+        let mut b = buf.clone();
+        let n = match p
+            .dev
+            .seal_cached(&mut b, pkt.len(), now, &p.cap, &mut cache)
+        {
+            SealedFor::Ready(peer, n) => {
+                assert_eq!(peer.public_key, p.dev.peers()[0].public_key);
+                n
+            }
+            _ => panic!("not sealed with the new session"),
+        };
+        assert_eq!(p.bt_recv(&b[..n]).1, vec![pkt.clone()]);
+    }
+    let key = p.dev.peers()[0].public_key;
+    p.dev.apply(
+        &SetRequest {
+            private_key: None,
+            listen_port: None,
+            fwmark: None,
+            replace_peers: false,
+            peers: vec![PeerUpdate {
+                public_key: key,
+                remove: false,
+                update_only: true,
+                preshared_key: None,
+                endpoint: None,
+                persistent_keepalive: None,
+                replace_allowed_ips: true,
+                allowed_ips: vec![],
+            }],
+        },
+        now,
+    );
+    assert!(matches!(
+        p.dev
+            .seal_cached(&mut buf, pkt.len(), now, &p.cap, &mut cache),
+        SealedFor::NoRoute
+    ));
 }

@@ -1353,6 +1353,46 @@ impl Pair {
         Pair { a, b }
     }
 
+    /// Like [`Pair::with_args`] for two mpwg daemons joined by two paths, as in
+    /// `tests/multipath.rs`: `veth0` (10.99.0.1/24 <-> 10.99.0.2/24, the endpoints
+    /// configured) and `veth1` (10.99.1.1/24 <-> 10.99.1.2/24), a default route
+    /// through each (metric 1 via veth0, 2 via veth1) on both sides, and
+    /// `mpwg up --path veth0 --path veth1 MPWG_ARGS...` on both sides (duplicate mode:
+    /// every packet on both paths). No traffic yet: a handshake is the test's to make.
+    pub fn two_paths(mpwg_args: &[&str]) -> Pair {
+        let ns_a = Netns::new();
+        let ns_b = Netns::new();
+        for p in 0..2 {
+            let dev = format!("veth{p}");
+            let (a_addr, b_addr) = (format!("10.99.{p}.1"), format!("10.99.{p}.2"));
+            veth(
+                &ns_a,
+                &dev,
+                &format!("{a_addr}/24"),
+                &ns_b,
+                &dev,
+                &format!("{b_addr}/24"),
+            );
+            let metric = (p + 1).to_string();
+            for (ns, via) in [(&ns_a, &b_addr), (&ns_b, &a_addr)] {
+                ns.ip(&[
+                    "route", "replace", "default", "via", via, "dev", &dev, "metric", &metric,
+                ]);
+            }
+        }
+        let mut args = vec!["--path", "veth0", "--path", "veth1"];
+        args.extend(mpwg_args);
+        let a = Self::side(ns_a, Impl::Mpwg, "10.99.0.1", "10.100.0.1", 51820, &args);
+        let b = Self::side(ns_b, Impl::Mpwg, "10.99.0.2", "10.100.0.2", 51821, &args);
+        Self::configure(&a, &b, true);
+        Self::configure(&b, &a, true);
+        for s in [&a, &b] {
+            s.ns.ip(&["addr", "add", &format!("{}/24", s.tunnel), "dev", &s.dev]);
+            s.ns.ip(&["link", "set", &s.dev, "up"]);
+        }
+        Pair { a, b }
+    }
+
     fn side(
         ns: Netns,
         kind: Impl,

@@ -1,0 +1,412 @@
+//! Data messages received in batches: the protocol half of the receive path, with its
+//! locks taken once per batch, not once per packet.
+//!
+//! The receive thread copies each data message into an [`RxBatch`], in the order the
+//! datagrams arrived (every path's copies together). [`Device::open_batch`] then works
+//! through the batch, on that thread or on a decryption worker, one run of datagrams of
+//! one session at a time:
+//!
+//! 1. drops what the replay window already holds (one lock for the run),
+//! 2. pairs the copies inside the batch: a copy is decrypted only if the first one failed
+//!    to (so a forged first copy cannot suppress the genuine one),
+//! 3. opens the rest in place (no lock),
+//! 4. commits their counters (one lock): a copy that another batch in flight opened
+//!    first loses here, after authentication, as a duplicate,
+//! 5. runs the peer's counters, endpoints and timers once for the run,
+//!
+//! and last checks each packet's inner source against a snapshot of the allowed IPs. The
+//! packets for the TUN are the batch's first [`RxBatch::packets`] buffers, in the order
+//! they arrived, each at [`PACKET_OFFSET`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::allowedips::AllowedIps;
+use crate::device::Device;
+use crate::noise::messages::{classify, le32, Kind, DATA_HEADER_LEN};
+use crate::path::{PathId, Source, Transmit};
+use crate::peer::Peer;
+use crate::session::Session;
+use crate::timers::REJECT_AFTER_TIME;
+
+/// Where a decrypted packet starts in its buffer (after the data header it was opened
+/// behind). The TUN layer writes its vnet header in front of it.
+pub const PACKET_OFFSET: usize = DATA_HEADER_LEN;
+
+/// Bytes reserved per buffer when a batch is made; a longer datagram grows its buffer
+/// once, and the buffer keeps the room.
+const INITIAL_BUFFER: usize = 2048;
+
+/// What became of one datagram of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not looked at yet.
+    Fresh,
+    /// A copy of the datagram at this position of the batch, decrypted only if that one
+    /// failed.
+    CopyOf(usize),
+    /// Opened: the plaintext (with padding) is this long.
+    Opened(usize),
+    /// A copy of a packet already received; `authentic` if it was decrypted (it lost
+    /// the commit to a copy opened elsewhere) and so proves its source.
+    Duplicate { authentic: bool },
+    /// Dropped (unknown index, expired session, bad tag, bad inner packet).
+    Dropped,
+}
+
+/// One datagram's bookkeeping.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    src: Source,
+    len: usize,
+    counter: u64,
+    /// Which of the cache's sessions it belongs to.
+    session: usize,
+    state: State,
+}
+
+/// Per path, how many packets of a batch it delivered first, and how many copies it
+/// brought that were dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathTally {
+    /// The path.
+    pub path: PathId,
+    /// Packets this path's copy was the one delivered.
+    pub wins: u64,
+    /// Copies dropped because another path's copy came first.
+    pub duplicates: u64,
+}
+
+/// A batch of received data messages, with buffers that are reused from batch to batch.
+pub struct RxBatch {
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<Meta>,
+    ready: usize,
+    /// Wins and duplicates per path, filled by [`Device::open_batch`].
+    pub tally: Vec<PathTally>,
+    /// The batch's place in the receive order, for the ordered writer.
+    pub seq: u64,
+    /// (counter, position) pairs, for pairing copies.
+    pairs: Vec<(u64, usize)>,
+    /// A run's distinct sources.
+    sources: Vec<Source>,
+    /// Paths whose duplicates were considered for endpoint learning in this run.
+    learned: Vec<PathId>,
+}
+
+impl RxBatch {
+    /// An empty batch for up to `capacity` datagrams.
+    pub fn new(capacity: usize) -> RxBatch {
+        let capacity = capacity.max(1);
+        RxBatch {
+            bufs: (0..capacity)
+                .map(|_| Vec::with_capacity(INITIAL_BUFFER))
+                .collect(),
+            meta: Vec::with_capacity(capacity),
+            ready: 0,
+            tally: Vec::new(),
+            seq: 0,
+            pairs: Vec::with_capacity(capacity),
+            sources: Vec::new(),
+            learned: Vec::new(),
+        }
+    }
+
+    /// Datagrams in the batch.
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// True if no datagram was added since the last [`RxBatch::clear`].
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// True if no more datagrams fit.
+    pub fn is_full(&self) -> bool {
+        self.meta.len() == self.bufs.len()
+    }
+
+    /// Copies a data message from `src` into the batch. Returns false, adding nothing,
+    /// if the batch is full or the datagram is not a data message.
+    pub fn push(&mut self, src: Source, datagram: &[u8]) -> bool {
+        if classify(datagram) != Some(Kind::Data) {
+            return false;
+        }
+        let i = self.meta.len();
+        let Some(buf) = self.bufs.get_mut(i) else {
+            return false;
+        };
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        self.meta.push(Meta {
+            src,
+            len: datagram.len(),
+            counter: 0,
+            session: 0,
+            state: State::Fresh,
+        });
+        true
+    }
+
+    /// The decrypted packets to write to the TUN, in the order they arrived: each at
+    /// [`PACKET_OFFSET`] in its buffer, the buffer ending where the packet ends. The
+    /// buffers may grow (the TUN layer coalesces into them); they stay the batch's.
+    pub fn packets(&mut self) -> &mut [Vec<u8>] {
+        &mut self.bufs[..self.ready]
+    }
+
+    /// Empties the batch for reuse, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.meta.clear();
+        self.ready = 0;
+        self.tally.clear();
+    }
+
+    fn tally(&mut self, path: PathId, win: bool) {
+        let i = match self.tally.iter().position(|t| t.path == path) {
+            Some(i) => i,
+            None => {
+                self.tally.push(PathTally {
+                    path,
+                    wins: 0,
+                    duplicates: 0,
+                });
+                self.tally.len() - 1
+            }
+        };
+        if win {
+            self.tally[i].wins += 1;
+        } else {
+            self.tally[i].duplicates += 1;
+        }
+    }
+}
+
+/// What a worker keeps between batches so that a batch takes no device lock: the
+/// sessions it has looked up and a snapshot of the allowed IPs, valid while the device's
+/// epoch stays the same.
+#[derive(Default)]
+pub struct RxCache {
+    epoch: Option<u64>,
+    sessions: Vec<(u32, Arc<Peer>, Arc<Session>)>,
+    allowed: Arc<AllowedIps<Arc<Peer>>>,
+}
+
+impl RxCache {
+    /// Forgets everything if the device changed since the cache was filled.
+    fn refresh(&mut self, device: &Device) {
+        // The epoch is read before what it guards: a change made after this read bumps
+        // it again, and the next batch refreshes.
+        let epoch = device.epoch();
+        if self.epoch != Some(epoch) {
+            self.sessions.clear();
+            self.allowed = device.allowed();
+            self.epoch = Some(epoch);
+        }
+    }
+
+    /// The cache slot of the session named by `index`, looked up once per epoch.
+    fn session(&mut self, device: &Device, index: u32) -> Option<usize> {
+        if let Some(i) = self.sessions.iter().position(|s| s.0 == index) {
+            return Some(i);
+        }
+        let (peer, session) = device.session_for_index(index)?;
+        self.sessions.push((index, peer, session));
+        Some(self.sessions.len() - 1)
+    }
+}
+
+impl Device {
+    /// Opens a batch of data messages in place (see the module documentation). Handshake
+    /// traffic the run causes (a confirmed session's staged packets, a late rekey) goes
+    /// out through `tx`. Afterwards [`RxBatch::packets`] holds what goes to the TUN and
+    /// [`RxBatch::tally`] what each path contributed.
+    pub fn open_batch(
+        &self,
+        batch: &mut RxBatch,
+        cache: &mut RxCache,
+        now: Instant,
+        tx: &dyn Transmit,
+    ) {
+        cache.refresh(self);
+        let n = batch.meta.len();
+        let mut start = 0;
+        while start < n {
+            let index = le32(&batch.bufs[start], 4);
+            let mut end = start + 1;
+            while end < n && le32(&batch.bufs[end], 4) == index {
+                end += 1;
+            }
+            match cache.session(self, index) {
+                Some(slot) => self.open_run(batch, cache, slot, start..end, now, tx),
+                None => {
+                    self.drops
+                        .unknown_index
+                        .fetch_add((end - start) as u64, Ordering::Relaxed);
+                    for m in &mut batch.meta[start..end] {
+                        m.state = State::Dropped;
+                    }
+                }
+            }
+            start = end;
+        }
+        self.deliver(batch, cache);
+    }
+
+    /// Steps 1 to 5 for the datagrams `run` of one session.
+    fn open_run(
+        &self,
+        b: &mut RxBatch,
+        cache: &RxCache,
+        slot: usize,
+        run: std::ops::Range<usize>,
+        now: Instant,
+        tx: &dyn Transmit,
+    ) {
+        let (_, peer, session) = &cache.sessions[slot];
+        if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
+            for m in &mut b.meta[run] {
+                m.state = State::Dropped;
+            }
+            return;
+        }
+        // 1. What the window already holds is a copy: no decryption.
+        {
+            let window = session.replay_window();
+            for i in run.clone() {
+                let m = &mut b.meta[i];
+                m.session = slot;
+                m.counter = Session::counter_of(&b.bufs[i]);
+                if window.seen(m.counter) {
+                    m.state = State::Duplicate { authentic: false };
+                }
+            }
+        }
+        // 2. Copies inside the batch: the first is decrypted, the others wait on it.
+        b.pairs.clear();
+        b.pairs.extend(
+            run.clone()
+                .filter(|&i| b.meta[i].state == State::Fresh)
+                .map(|i| (b.meta[i].counter, i)),
+        );
+        b.pairs.sort_unstable();
+        let mut k = 0;
+        while k < b.pairs.len() {
+            // Sorted by (counter, position): the first of equal counters arrived first.
+            let (counter, first) = b.pairs[k];
+            k += 1;
+            while k < b.pairs.len() && b.pairs[k].0 == counter {
+                b.meta[b.pairs[k].1].state = State::CopyOf(first);
+                k += 1;
+            }
+        }
+        // 3. Open in place, without a lock.
+        let mut bad = 0;
+        for i in run.clone() {
+            let try_it = match b.meta[i].state {
+                State::Fresh => true,
+                // Decrypted only if every earlier copy failed.
+                State::CopyOf(f) => !matches!(b.meta[f].state, State::Opened(_)),
+                _ => false,
+            };
+            if !try_it {
+                if let State::CopyOf(_) = b.meta[i].state {
+                    b.meta[i].state = State::Duplicate { authentic: false };
+                }
+                continue;
+            }
+            b.meta[i].state = match session.decrypt(&mut b.bufs[i]) {
+                Ok(plain) => State::Opened(plain.len()),
+                Err(_) => {
+                    bad += 1;
+                    State::Dropped
+                }
+            };
+        }
+        if bad > 0 {
+            self.drops.bad_data.fetch_add(bad, Ordering::Relaxed);
+        }
+        // 4. Commit: a counter another batch committed meanwhile makes this a duplicate.
+        {
+            let mut window = session.replay_window();
+            for m in &mut b.meta[run.clone()] {
+                if let State::Opened(_) = m.state {
+                    if !window.commit(m.counter) {
+                        m.state = State::Duplicate { authentic: true };
+                    }
+                }
+            }
+        }
+        // 5. Counters, sources, timers: once for the run.
+        let (mut bytes, mut data, mut opened, mut dups) = (0, false, false, 0);
+        b.sources.clear();
+        b.learned.clear();
+        for i in run {
+            let m = b.meta[i];
+            match m.state {
+                State::Opened(len) => {
+                    bytes += m.len;
+                    data |= len > 0;
+                    opened = true;
+                    if !b.sources.contains(&m.src) {
+                        b.sources.push(m.src);
+                    }
+                    b.tally(m.src.path, true);
+                }
+                State::Duplicate { authentic } => {
+                    dups += 1;
+                    b.tally(m.src.path, false);
+                    // A path whose copies always lose the race still learns where the
+                    // peer sends from: at most one check per path and run, and one
+                    // decryption per path and second (the endpoint table's refresh).
+                    if b.learned.contains(&m.src.path) {
+                        continue;
+                    }
+                    b.learned.push(m.src.path);
+                    let learn = peer
+                        .endpoints
+                        .lock()
+                        .wants_refresh(m.src.path, m.src.addr, now);
+                    if learn && (authentic || session.authenticate_recent_copy(&mut b.bufs[i])) {
+                        peer.saw_source(m.src, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if dups > 0 {
+            self.drops.replayed.fetch_add(dups, Ordering::Relaxed);
+        }
+        if opened {
+            let sources = std::mem::take(&mut b.sources);
+            self.on_authenticated(peer, session, &sources, bytes, data, now, tx);
+            b.sources = sources;
+        }
+    }
+
+    /// Checks the inner packets and moves those for the TUN to the front, in order.
+    fn deliver(&self, b: &mut RxBatch, cache: &RxCache) {
+        let mut ready = 0;
+        for i in 0..b.meta.len() {
+            let State::Opened(len) = b.meta[i].state else {
+                continue;
+            };
+            if len == 0 {
+                continue; // a keepalive
+            }
+            let peer = &cache.sessions[b.meta[i].session].1;
+            let plain = &b.bufs[i][PACKET_OFFSET..PACKET_OFFSET + len];
+            match self.inner_packet(&cache.allowed, peer, plain) {
+                Some(ip_len) => {
+                    b.bufs[i].truncate(PACKET_OFFSET + ip_len);
+                    b.bufs.swap(ready, i);
+                    ready += 1;
+                }
+                None => b.meta[i].state = State::Dropped,
+            }
+        }
+        b.ready = ready;
+    }
+}
