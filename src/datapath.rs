@@ -203,7 +203,7 @@ pub fn rx_worker(
         return receive_loop(&mut rx, paths, io, primary_only);
     }
     let (dispatcher, workers, writer) =
-        crate::queueing::queues(decrypt_workers, decrypt_workers * 4, batch_size);
+        crate::queueing::queues(decrypt_workers, decrypt_workers * 2 + 2, batch_size);
     std::thread::scope(|s| {
         for (i, q) in workers.into_iter().enumerate() {
             let name = format!("mpwg-decrypt-{i}");

@@ -34,9 +34,12 @@ use crate::timers::REJECT_AFTER_TIME;
 /// behind). The TUN layer writes its vnet header in front of it.
 pub const PACKET_OFFSET: usize = DATA_HEADER_LEN;
 
-/// Bytes reserved per buffer when a batch is made; a longer datagram grows its buffer
-/// once, and the buffer keeps the room.
-const INITIAL_BUFFER: usize = 2048;
+/// Bytes reserved per buffer when a batch is made: room for a whole coalesced
+/// super-packet, because the TUN layer coalesces a flow's packets into the first one's
+/// buffer only where its capacity allows (without the room, every packet is written
+/// alone and the kernel's stack runs once per packet). Pages never written stay
+/// virtual.
+const BUFFER_CAPACITY: usize = 2 * PACKET_OFFSET + 65535;
 
 /// What became of one datagram of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +104,7 @@ impl RxBatch {
         let capacity = capacity.max(1);
         RxBatch {
             bufs: (0..capacity)
-                .map(|_| Vec::with_capacity(INITIAL_BUFFER))
+                .map(|_| Vec::with_capacity(BUFFER_CAPACITY))
                 .collect(),
             meta: Vec::with_capacity(capacity),
             ready: 0,

@@ -110,6 +110,20 @@ fn bulk_transfer_uses_gso_gro_and_tso() {
         batches * 2 < written,
         "batched TUN writes: {written} packets in {batches} batches"
     );
+    // What the kernel saw: each write(2) to the TUN is one packet on its RX counter, so
+    // a flow coalesced before the write shows as fewer packets than mpwg decrypted.
+    let kernel_rx: u64 = pair
+        .b
+        .ns
+        .run(&["cat", &format!("/sys/class/net/{}/statistics/rx_packets", pair.b.dev)])
+        .trim()
+        .parse()
+        .expect("rx_packets is a number");
+    println!("receiver's TUN: {written} packets written as {kernel_rx} (kernel RX count)");
+    assert!(
+        kernel_rx * 2 < written,
+        "packets coalesced (GRO) before the TUN write: {written} packets took {kernel_rx} writes"
+    );
     pair.a.daemon.stop();
 }
 
