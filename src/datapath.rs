@@ -8,8 +8,8 @@
 //!   handles handshake messages at once and gathers data messages into batches, in the
 //!   order they arrived. A batch is opened ([`Device::open_batch`]: copies the replay
 //!   window holds are dropped before decryption) either by the receive thread itself, or
-//!   by decryption workers (`--decrypt-workers`, pinned like the TX workers) whose
-//!   batches a writer thread puts back in order ([`crate::queueing`]). Packets of one
+//!   by decryption workers (`--decrypt-workers`, pinned like the TX workers) that write
+//!   the batches back in receive order ([`crate::queueing`]). Packets of one
 //!   flow reach the TUN in the order they arrived, coalesced per flow.
 
 use std::cell::RefCell;
@@ -24,7 +24,7 @@ use crate::gso::GsoBatch;
 use crate::noise::messages::{classify, Kind};
 use crate::path::{Source, Transmit};
 use crate::peer::Peer;
-use crate::queueing::{Dispatcher, WorkerQueues, WriterQueues};
+use crate::queueing::{Dispatcher, Writer};
 use crate::receive::{RxBatch, RxCache, PACKET_OFFSET};
 use crate::session::{HEADROOM, TAILROOM};
 use crate::socket::{Path, PathSocket, Paths};
@@ -179,8 +179,8 @@ fn wait_readable(pfds: &mut [libc::pollfd], timeout: Duration) {
 const RX_IDLE: Duration = Duration::from_millis(200);
 
 /// Receives on every path socket in ONE thread, and opens and writes what arrives, or
-/// has `decrypt_workers` threads (pinned like the TX workers) open it and a writer
-/// thread put it back in order (see [`crate::queueing`]).
+/// has `decrypt_workers` threads (pinned like the TX workers) open it and write it back
+/// in receive order (see [`crate::queueing`]).
 ///
 /// One receive thread, so that the first copy of each packet is the one delivered and
 /// packets reach the TUN in the order they arrived: each socket delivers in order, and a
@@ -202,27 +202,26 @@ pub fn rx_worker(
         let mut rx = Receiver::new(device, paths, Sink::inline(queue, batch_size));
         return receive_loop(&mut rx, paths, io, primary_only);
     }
-    let (dispatcher, workers, writer) =
-        crate::queueing::queues(decrypt_workers, decrypt_workers * 2 + 2, batch_size);
+    let (dispatcher, workers, writer) = crate::queueing::queues(
+        decrypt_workers,
+        decrypt_workers * 2 + 2,
+        batch_size,
+        GROTable::default(),
+    );
+    let writer = &writer;
     std::thread::scope(|s| {
-        for (i, q) in workers.into_iter().enumerate() {
+        for (i, work) in workers.into_iter().enumerate() {
             let name = format!("mpwg-decrypt-{i}");
             std::thread::Builder::new()
                 .name(name.clone())
                 .spawn_scoped(s, move || {
                     guarded(&name, || {
                         pin_to(i);
-                        decrypt_worker(q, device, paths)
+                        decrypt_worker(work, writer, device, paths, queue)
                     })
                 })
                 .expect("spawning a thread");
         }
-        std::thread::Builder::new()
-            .name("mpwg-rx-write".into())
-            .spawn_scoped(s, move || {
-                guarded("mpwg-rx-write", || write_in_order(writer, queue))
-            })
-            .expect("spawning a thread");
         let mut rx = Receiver::new(device, paths, Sink::workers(dispatcher));
         receive_loop(&mut rx, paths, io, primary_only)
     })
@@ -313,22 +312,23 @@ fn write_batch(queue: &TunQueue, gro: &mut GROTable, batch: &mut RxBatch) {
     }
 }
 
-/// A decryption worker: opens the batches the receive thread numbered, in any order.
-fn decrypt_worker(q: WorkerQueues, device: &Device, paths: &Paths) {
+/// A decryption worker: opens the batches the receive thread numbered, in any order,
+/// and writes to the TUN every batch that its own completes in receive order.
+fn decrypt_worker(
+    work: crossbeam_channel::Receiver<Box<RxBatch>>,
+    writer: &Writer<GROTable>,
+    device: &Device,
+    paths: &Paths,
+    queue: &TunQueue,
+) {
     let mut cache = RxCache::default();
-    for mut batch in q.work.iter() {
+    for mut batch in work.iter() {
         device.open_batch(&mut batch, &mut cache, Instant::now(), paths);
         count_paths(paths, &batch);
-        if q.done.send(batch).is_err() {
+        if !writer.finish(batch, &mut |gro, b| write_batch(queue, gro, b)) {
             return;
         }
     }
-}
-
-/// The writer: opened batches back in receive order, to the TUN.
-fn write_in_order(mut q: WriterQueues, queue: &TunQueue) {
-    let mut gro = GROTable::default();
-    while q.write_next(&mut |batch| write_batch(queue, &mut gro, batch)) {}
 }
 
 /// Where the receive thread's batches go.

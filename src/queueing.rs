@@ -2,44 +2,38 @@
 //!
 //! The receive thread numbers each [`RxBatch`] it fills and hands it to whichever
 //! decryption worker is free (a crossbeam channel); the workers open batches in
-//! parallel; the writer puts them back in sequence before their packets reach the TUN,
-//! so the packets of every flow keep the order they arrived in, as in the kernel's
-//! per-peer serial queues. Batches come from a fixed pool and return to it: nothing is
-//! allocated per packet or per batch, and a receive thread that outruns the workers
-//! waits for a free batch (the sockets' buffers absorb the burst).
+//! parallel. The [`Writer`] puts them back in sequence before their packets reach the
+//! TUN, so the packets of every flow keep the order they arrived in, as in the kernel's
+//! per-peer serial queues. There is no writer thread: the worker that finishes a batch
+//! takes the writer's lock (once per batch), leaves its batch in the reorder ring and
+//! writes every batch that is now due, its own and any a slower worker left there.
+//! Batches come from a fixed pool and return to it: nothing is allocated per packet or
+//! per batch, and a receive thread that outruns the workers waits for a free batch (the
+//! sockets' buffers absorb the burst).
+
+use std::sync::{Mutex, PoisonError};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::receive::RxBatch;
 
-/// The ends of the queues one decryption worker uses.
-pub struct WorkerQueues {
-    /// Batches to open.
-    pub work: Receiver<Box<RxBatch>>,
-    /// Opened batches, for the writer.
-    pub done: Sender<Box<RxBatch>>,
+/// The in-order end of the queues, shared by the workers; `S` is the state writing
+/// needs (the TUN's coalescing table), kept under the same lock.
+pub struct Writer<S> {
+    inner: Mutex<(Reorder, S)>,
+    free: Sender<Box<RxBatch>>,
 }
 
-/// The ends of the queues the writer uses.
-pub struct WriterQueues {
-    /// Opened batches, in any order.
-    pub done: Receiver<Box<RxBatch>>,
-    /// Written batches go back to the pool here.
-    pub free: Sender<Box<RxBatch>>,
-    reorder: Reorder,
-}
-
-impl WriterQueues {
-    /// Takes an opened batch and returns, in receive order, every batch now due: `f` is
-    /// called on each, which then goes back to the pool. Returns false when every
-    /// worker has gone.
-    pub fn write_next(&mut self, f: &mut dyn FnMut(&mut RxBatch)) -> bool {
-        let Ok(batch) = self.done.recv() else {
-            return false;
-        };
-        self.reorder.put(batch);
-        while let Some(mut b) = self.reorder.take_next() {
-            f(&mut b);
+impl<S> Writer<S> {
+    /// Takes an opened batch and writes, in receive order, every batch now due: `f` is
+    /// called on each, which then goes back to the pool. Returns false when the receive
+    /// thread has gone.
+    pub fn finish(&self, batch: Box<RxBatch>, f: &mut dyn FnMut(&mut S, &mut RxBatch)) -> bool {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let (reorder, state) = &mut *guard;
+        reorder.put(batch);
+        while let Some(mut b) = reorder.take_next() {
+            f(state, &mut b);
             b.clear();
             if self.free.send(b).is_err() {
                 return false;
@@ -57,8 +51,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A free batch, waiting for one if all are in flight. None when the workers and the
-    /// writer have gone.
+    /// A free batch, waiting for one if all are in flight. None when the workers have
+    /// gone.
     pub fn take(&self) -> Option<Box<RxBatch>> {
         self.free.recv().ok()
     }
@@ -72,12 +66,14 @@ impl Dispatcher {
 }
 
 /// Builds the queues for `workers` decryption workers over a pool of `pool` batches of
-/// `batch_size` datagrams: the dispatcher, one set of ends per worker, and the writer's.
-pub fn queues(
+/// `batch_size` datagrams: the dispatcher, each worker's queue of batches to open, and
+/// the writer holding `state`.
+pub fn queues<S>(
     workers: usize,
     pool: usize,
     batch_size: usize,
-) -> (Dispatcher, Vec<WorkerQueues>, WriterQueues) {
+    state: S,
+) -> (Dispatcher, Vec<Receiver<Box<RxBatch>>>, Writer<S>) {
     let pool = pool.max(2);
     let (free_tx, free_rx) = bounded(pool);
     for _ in 0..pool {
@@ -86,24 +82,16 @@ pub fn queues(
             .expect("the pool's channel holds the whole pool");
     }
     let (work_tx, work_rx) = bounded(pool);
-    let (done_tx, done_rx) = bounded(pool);
-    let worker_queues = (0..workers.max(1))
-        .map(|_| WorkerQueues {
-            work: work_rx.clone(),
-            done: done_tx.clone(),
-        })
-        .collect();
     (
         Dispatcher {
             free: free_rx,
             work: work_tx,
             next_seq: 0,
         },
-        worker_queues,
-        WriterQueues {
-            done: done_rx,
+        (0..workers.max(1)).map(|_| work_rx.clone()).collect(),
+        Writer {
+            inner: Mutex::new((Reorder::new(pool), state)),
             free: free_tx,
-            reorder: Reorder::new(pool),
         },
     )
 }
@@ -152,39 +140,34 @@ mod tests {
     /// were dispatched.
     #[test]
     fn the_writer_restores_dispatch_order() {
-        let (mut d, workers, mut w) = queues(3, 4, 1);
-        let writer = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            while seen.len() < 100 && w.write_next(&mut |b| seen.push(b.seq)) {}
-            seen
-        });
-        let handles: Vec<_> = workers
-            .into_iter()
-            .enumerate()
-            .map(|(k, q)| {
-                std::thread::spawn(move || {
-                    for b in q.work.iter() {
+        let (mut d, workers, writer) = queues(3, 4, 1, Vec::new());
+        std::thread::scope(|s| {
+            for (k, work) in workers.into_iter().enumerate() {
+                let writer = &writer;
+                s.spawn(move || {
+                    for b in work.iter() {
                         // Uneven work per worker, so they finish out of order.
                         if (b.seq as usize + k).is_multiple_of(3) {
                             std::thread::sleep(std::time::Duration::from_micros(300));
                         }
-                        if q.done.send(b).is_err() {
+                        if !writer.finish(b, &mut |seen: &mut Vec<u64>, b| seen.push(b.seq)) {
                             break;
                         }
                     }
-                })
-            })
-            .collect();
-        for _ in 0..100 {
-            let b = d.take().expect("a free batch");
-            assert!(d.dispatch(b));
-        }
-        let seen = writer.join().unwrap();
+                });
+            }
+            for _ in 0..100 {
+                let b = d.take().expect("a free batch");
+                assert!(d.dispatch(b));
+            }
+            // Every batch is back in the pool once written.
+            for _ in 0..4 {
+                drop(d.take().expect("the pool refills"));
+            }
+            drop(d);
+        });
+        let (_, seen) = writer.inner.into_inner().unwrap();
         assert_eq!(seen, (0..100).collect::<Vec<u64>>());
-        drop(d);
-        for h in handles {
-            h.join().unwrap();
-        }
     }
 
     #[test]

@@ -115,7 +115,10 @@ fn bulk_transfer_uses_gso_gro_and_tso() {
     let kernel_rx: u64 = pair
         .b
         .ns
-        .run(&["cat", &format!("/sys/class/net/{}/statistics/rx_packets", pair.b.dev)])
+        .run(&[
+            "cat",
+            &format!("/sys/class/net/{}/statistics/rx_packets", pair.b.dev),
+        ])
         .trim()
         .parse()
         .expect("rx_packets is a number");
