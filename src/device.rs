@@ -125,20 +125,30 @@ pub enum SealedFor<'c> {
     NoRoute,
 }
 
-/// What a TX worker keeps between packets so that sealing takes no device lock: a
-/// snapshot of the allowed IPs and the current session of each peer it sends to, valid
-/// while the device's epoch stays the same.
-#[derive(Default)]
-pub struct SendCache {
+/// What a worker thread keeps so that its packets take no device lock: a snapshot of the
+/// allowed IPs and the sessions it has looked up (entries of type `E`), valid while the
+/// device's epoch stays the same.
+pub struct EpochCache<E> {
     epoch: Option<u64>,
-    allowed: Arc<AllowedIps<Arc<Peer>>>,
-    sessions: Vec<(Arc<Peer>, Option<Arc<Session>>)>,
+    pub(crate) allowed: Arc<AllowedIps<Arc<Peer>>>,
+    pub(crate) sessions: Vec<E>,
 }
 
-impl SendCache {
+impl<E> Default for EpochCache<E> {
+    fn default() -> Self {
+        EpochCache {
+            epoch: None,
+            allowed: Arc::default(),
+            sessions: Vec::new(),
+        }
+    }
+}
+
+impl<E> EpochCache<E> {
     /// Forgets everything if the device changed since the cache was filled. The epoch is
-    /// read first: a change after this read bumps it again.
-    fn refresh(&mut self, device: &Device) {
+    /// read before what it guards: a change made after this read bumps it again, and the
+    /// next refresh sees it.
+    pub(crate) fn refresh(&mut self, device: &Device) {
         let epoch = device.epoch();
         if self.epoch != Some(epoch) {
             self.sessions.clear();
@@ -147,6 +157,9 @@ impl SendCache {
         }
     }
 }
+
+/// A TX worker's cache: the current session of each peer it sends to.
+pub type SendCache = EpochCache<(Arc<Peer>, Option<Arc<Session>>)>;
 
 /// A WireGuard device.
 pub struct Device {

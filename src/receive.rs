@@ -22,8 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::allowedips::AllowedIps;
-use crate::device::Device;
+use crate::device::{Device, EpochCache};
 use crate::noise::messages::{classify, le32, Kind, DATA_HEADER_LEN};
 use crate::path::{PathId, Source, Transmit};
 use crate::peer::Peer;
@@ -187,29 +186,11 @@ impl RxBatch {
     }
 }
 
-/// What a worker keeps between batches so that a batch takes no device lock: the
-/// sessions it has looked up and a snapshot of the allowed IPs, valid while the device's
-/// epoch stays the same.
-#[derive(Default)]
-pub struct RxCache {
-    epoch: Option<u64>,
-    sessions: Vec<(u32, Arc<Peer>, Arc<Session>)>,
-    allowed: Arc<AllowedIps<Arc<Peer>>>,
-}
+/// A receive worker's cache between batches: the sessions it has looked up, by
+/// receiver index.
+pub type RxCache = EpochCache<(u32, Arc<Peer>, Arc<Session>)>;
 
 impl RxCache {
-    /// Forgets everything if the device changed since the cache was filled.
-    fn refresh(&mut self, device: &Device) {
-        // The epoch is read before what it guards: a change made after this read bumps
-        // it again, and the next batch refreshes.
-        let epoch = device.epoch();
-        if self.epoch != Some(epoch) {
-            self.sessions.clear();
-            self.allowed = device.allowed();
-            self.epoch = Some(epoch);
-        }
-    }
-
     /// The cache slot of the session named by `index`, looked up once per epoch.
     fn session(&mut self, device: &Device, index: u32) -> Option<usize> {
         if let Some(i) = self.sessions.iter().position(|s| s.0 == index) {

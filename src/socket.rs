@@ -449,15 +449,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn send_segments_via_steady_state_allocates_nothing() {
+    /// One unbound path, a receiver the peer's endpoint points at, and a TX ring.
+    fn uring_sender() -> (Paths, UdpSocket, Peer, UringTx) {
         let paths = Paths::open(&[], 0, 0).unwrap();
         let r = receiver();
         let peer = Peer::new(Key([7; 32]), None);
         peer.endpoints
             .lock()
             .set_configured(r.local_addr().unwrap());
-        let mut ring = UringTx::new(8).unwrap();
+        (paths, r, peer, UringTx::new(8).unwrap())
+    }
+
+    #[test]
+    fn send_segments_via_steady_state_allocates_nothing() {
+        let (paths, r, peer, mut ring) = uring_sender();
         let buf = vec![0x5a; 340];
 
         // GSO batch and single datagram, once each to size the scratch storage.
@@ -486,13 +491,7 @@ mod tests {
 
     #[test]
     fn send_segments_via_follows_a_rebind_and_lets_the_old_socket_go() {
-        let paths = Paths::open(&[], 0, 0).unwrap();
-        let r = receiver();
-        let peer = Peer::new(Key([7; 32]), None);
-        peer.endpoints
-            .lock()
-            .set_configured(r.local_addr().unwrap());
-        let mut ring = UringTx::new(8).unwrap();
+        let (paths, r, peer, mut ring) = uring_sender();
         let old = paths.all()[0].socket();
         assert!(paths.send_segments_via(&mut ring, &peer, b"one", 3));
         let mut b = [0u8; 64];

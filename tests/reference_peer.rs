@@ -164,6 +164,16 @@ impl Pair {
         }
     }
 
+    /// boringtun's handshake initiation (`retry`: a retry, which carries mac2 once it
+    /// holds a cookie).
+    fn bt_initiation(&mut self, retry: bool) -> Vec<u8> {
+        let mut out = vec![0u8; 256];
+        match self.bt.format_handshake_initiation(&mut out, retry) {
+            TunnResult::WriteToNetwork(d) => d.to_vec(),
+            _ => panic!("no initiation"),
+        }
+    }
+
     /// Completes a handshake started by mpwg with a packet, and returns what boringtun
     /// delivered to its TUN.
     fn handshake_from_mpwg(&mut self, now: Instant) -> Vec<Vec<u8>> {
@@ -217,11 +227,7 @@ fn handshake_started_by_mpwg_then_data_both_ways() {
 fn handshake_started_by_boringtun_then_data_both_ways() {
     let mut p = pair();
     let now = Instant::now();
-    let mut out = vec![0u8; 256];
-    let init = match p.bt.format_handshake_initiation(&mut out, false) {
-        TunnResult::WriteToNetwork(d) => d.to_vec(),
-        _ => panic!("no initiation"),
-    };
+    let init = p.bt_initiation(false);
     assert_eq!(p.dev_recv(&init, now), None);
     let resp = p.cap.take();
     assert_eq!(resp.len(), 1);
@@ -322,11 +328,7 @@ fn window_holds_8128_and_rejects_what_is_behind_it() {
 fn bad_mac1_is_ignored() {
     let mut p = pair();
     let now = Instant::now();
-    let mut out = vec![0u8; 256];
-    let mut init = match p.bt.format_handshake_initiation(&mut out, false) {
-        TunnResult::WriteToNetwork(d) => d.to_vec(),
-        _ => panic!("no initiation"),
-    };
+    let mut init = p.bt_initiation(false);
     init[116] ^= 0xff;
     assert_eq!(p.dev_recv(&init, now), None);
     assert!(p.cap.take().is_empty(), "no answer to a bad mac1");
@@ -345,11 +347,7 @@ fn cookie_round_trip_when_mpwg_is_under_load() {
     let mut p = pair();
     let now = Instant::now();
     p.dev.force_under_load(Some(true));
-    let mut out = vec![0u8; 256];
-    let init = match p.bt.format_handshake_initiation(&mut out, false) {
-        TunnResult::WriteToNetwork(d) => d.to_vec(),
-        _ => panic!("no initiation"),
-    };
+    let init = p.bt_initiation(false);
     assert_eq!(p.dev_recv(&init, now), None);
     let reply = p.cap.take();
     assert_eq!(reply.len(), 1);
@@ -357,10 +355,7 @@ fn cookie_round_trip_when_mpwg_is_under_load() {
     let (nothing, _) = p.bt_recv(&reply[0]);
     assert!(nothing.is_empty());
     // boringtun retries; its initiation now carries mac2, which mpwg accepts under load.
-    let init2 = match p.bt.format_handshake_initiation(&mut out, true) {
-        TunnResult::WriteToNetwork(d) => d.to_vec(),
-        _ => panic!("no initiation"),
-    };
+    let init2 = p.bt_initiation(true);
     assert_ne!(&init2[132..148], &[0u8; 16], "mac2 set");
     assert_eq!(p.dev_recv(&init2, now + Duration::from_millis(50)), None);
     let resp = p.cap.take();
@@ -701,11 +696,7 @@ fn a_batch_confirms_a_session_boringtun_started() {
     let mut cache = RxCache::default();
     let (got, _) = open_batch(&p, &mut cache, &[], now);
     assert!(got.is_empty());
-    let mut out = vec![0u8; 256];
-    let init = match p.bt.format_handshake_initiation(&mut out, false) {
-        TunnResult::WriteToNetwork(d) => d.to_vec(),
-        _ => panic!("no initiation"),
-    };
+    let init = p.bt_initiation(false);
     assert_eq!(p.dev_recv(&init, now), None);
     let resp = p.cap.take();
     let (keepalive, _) = p.bt_recv(&resp[0]);
