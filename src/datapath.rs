@@ -312,8 +312,9 @@ fn write_batch(queue: &TunQueue, gro: &mut GROTable, batch: &mut RxBatch) {
     }
 }
 
-/// A decryption worker: opens the batches the receive thread numbered, in any order,
-/// and writes to the TUN every batch that its own completes in receive order.
+/// A decryption worker: decrypts the batches the receive thread numbered, in any order;
+/// then, in receive order (the writer's turn), commits their counters and writes them to
+/// the TUN, its own batch and every later one already decrypted.
 fn decrypt_worker(
     work: crossbeam_channel::Receiver<Box<RxBatch>>,
     writer: &Writer<GROTable>,
@@ -323,9 +324,13 @@ fn decrypt_worker(
 ) {
     let mut cache = RxCache::default();
     for mut batch in work.iter() {
-        device.open_batch(&mut batch, &mut cache, Instant::now(), paths);
-        count_paths(paths, &batch);
-        if !writer.finish(batch, &mut |gro, b| write_batch(queue, gro, b)) {
+        device.decrypt_batch(&mut batch, &mut cache, Instant::now());
+        let written = writer.finish(batch, &mut |gro, b| {
+            device.commit_batch(b, Instant::now(), paths);
+            count_paths(paths, b);
+            write_batch(queue, gro, b);
+        });
+        if !written {
             return;
         }
     }

@@ -2,11 +2,13 @@
 //!
 //! The receive thread numbers each [`RxBatch`] it fills and hands it to whichever
 //! decryption worker is free (a crossbeam channel); the workers open batches in
-//! parallel. The [`Writer`] puts them back in sequence before their packets reach the
-//! TUN, so the packets of every flow keep the order they arrived in, as in the kernel's
-//! per-peer serial queues. There is no writer thread: the worker that finishes a batch
-//! takes the writer's lock (once per batch), leaves its batch in the reorder ring and
-//! writes every batch that is now due, its own and any a slower worker left there.
+//! parallel. The [`Writer`] puts them back in sequence, and only then are their
+//! counters committed to the replay window and their packets written to the TUN: the
+//! copy that arrived first is the one delivered, and the packets of every flow keep the
+//! order they arrived in, as in the kernel's per-peer serial queues. There is no writer
+//! thread: the worker that finishes a batch takes the writer's lock (once per batch),
+//! leaves its batch in the reorder ring and commits and writes every batch that is now
+//! due, its own and any a slower worker left there.
 //! Batches come from a fixed pool and return to it: nothing is allocated per packet or
 //! per batch, and a receive thread that outruns the workers waits for a free batch (the
 //! sockets' buffers absorb the burst).

@@ -2,26 +2,34 @@
 //! locks taken once per batch, not once per packet.
 //!
 //! The receive thread copies each data message into an [`RxBatch`], in the order the
-//! datagrams arrived (every path's copies together). [`Device::open_batch`] then works
-//! through the batch, on that thread or on a decryption worker, one run of datagrams of
-//! one session at a time:
+//! datagrams arrived (every path's copies together). The batch is then worked through
+//! one run of datagrams of one session at a time, in two halves.
+//! [`Device::decrypt_batch`] may run on any decryption worker, several batches at once:
 //!
 //! 1. drops what the replay window already holds (one lock for the run),
 //! 2. pairs the copies inside the batch: a copy is decrypted only if the first one failed
 //!    to (so a forged first copy cannot suppress the genuine one),
-//! 3. opens the rest in place (no lock),
-//! 4. commits their counters (one lock): a copy that another batch in flight opened
-//!    first loses here, after authentication, as a duplicate,
+//! 3. opens the rest in place (no lock).
+//!
+//! [`Device::commit_batch`] must run on the batches in the order they were received
+//! (the writer's turn, [`crate::queueing`]):
+//!
+//! 4. commits their counters (one lock): a copy that an earlier batch committed loses
+//!    here, after authentication, as a duplicate. Because batches commit in receive
+//!    order, the copy that arrived first is the one delivered, and a flow's packets keep
+//!    their order even when both copies of a packet were opened by two workers at once;
 //! 5. runs the peer's counters, endpoints and timers once for the run,
 //!
 //! and last checks each packet's inner source against a snapshot of the allowed IPs. The
 //! packets for the TUN are the batch's first [`RxBatch::packets`] buffers, in the order
-//! they arrived, each at [`PACKET_OFFSET`].
+//! they arrived, each at [`PACKET_OFFSET`]. [`Device::open_batch`] does both halves at
+//! once, for a receive thread that decrypts itself.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::allowedips::AllowedIps;
 use crate::device::{Device, EpochCache};
 use crate::noise::messages::{classify, le32, Kind, DATA_HEADER_LEN};
 use crate::path::{PathId, Source, Transmit};
@@ -63,8 +71,8 @@ struct Meta {
     src: Source,
     len: usize,
     counter: u64,
-    /// Which of the cache's sessions it belongs to.
-    session: usize,
+    /// Which of the batch's runs it belongs to.
+    run: usize,
     state: State,
 }
 
@@ -78,6 +86,13 @@ pub struct PathTally {
     pub wins: u64,
     /// Copies dropped because another path's copy came first.
     pub duplicates: u64,
+}
+
+/// Datagrams of one session, next to each other in a batch.
+struct Run {
+    range: std::ops::Range<usize>,
+    peer: Arc<Peer>,
+    session: Arc<Session>,
 }
 
 /// A batch of received data messages, with buffers that are reused from batch to batch.
@@ -95,6 +110,10 @@ pub struct RxBatch {
     sources: Vec<Source>,
     /// Paths whose duplicates were considered for endpoint learning in this run.
     learned: Vec<PathId>,
+    /// The runs [`Device::decrypt_batch`] found, for [`Device::commit_batch`].
+    runs: Vec<Run>,
+    /// The allowed IPs the batch was decrypted under, for the inner source checks.
+    allowed: Option<Arc<AllowedIps<Arc<Peer>>>>,
 }
 
 impl RxBatch {
@@ -112,6 +131,8 @@ impl RxBatch {
             pairs: Vec::with_capacity(capacity),
             sources: Vec::new(),
             learned: Vec::new(),
+            runs: Vec::new(),
+            allowed: None,
         }
     }
 
@@ -146,7 +167,7 @@ impl RxBatch {
             src,
             len: datagram.len(),
             counter: 0,
-            session: 0,
+            run: 0,
             state: State::Fresh,
         });
         true
@@ -164,6 +185,8 @@ impl RxBatch {
         self.meta.clear();
         self.ready = 0;
         self.tally.clear();
+        self.runs.clear();
+        self.allowed = None;
     }
 
     fn tally(&mut self, path: PathId, win: bool) {
@@ -203,10 +226,9 @@ impl RxCache {
 }
 
 impl Device {
-    /// Opens a batch of data messages in place (see the module documentation). Handshake
-    /// traffic the run causes (a confirmed session's staged packets, a late rekey) goes
-    /// out through `tx`. Afterwards [`RxBatch::packets`] holds what goes to the TUN and
-    /// [`RxBatch::tally`] what each path contributed.
+    /// Opens a batch of data messages in place: [`Device::decrypt_batch`] then
+    /// [`Device::commit_batch`]. Afterwards [`RxBatch::packets`] holds what goes to the
+    /// TUN and [`RxBatch::tally`] what each path contributed.
     pub fn open_batch(
         &self,
         batch: &mut RxBatch,
@@ -214,7 +236,16 @@ impl Device {
         now: Instant,
         tx: &dyn Transmit,
     ) {
+        self.decrypt_batch(batch, cache, now);
+        self.commit_batch(batch, now, tx);
+    }
+
+    /// Steps 1 to 3 (see the module documentation): drops known copies and decrypts the
+    /// rest in place. Batches may be decrypted in any order and at the same time.
+    pub fn decrypt_batch(&self, batch: &mut RxBatch, cache: &mut RxCache, now: Instant) {
         cache.refresh(self);
+        batch.runs.clear();
+        batch.allowed = Some(cache.allowed.clone());
         let n = batch.meta.len();
         let mut start = 0;
         while start < n {
@@ -224,7 +255,15 @@ impl Device {
                 end += 1;
             }
             match cache.session(self, index) {
-                Some(slot) => self.open_run(batch, cache, slot, start..end, now, tx),
+                Some(slot) => {
+                    let (_, peer, session) = &cache.sessions[slot];
+                    batch.runs.push(Run {
+                        range: start..end,
+                        peer: peer.clone(),
+                        session: session.clone(),
+                    });
+                    self.decrypt_run(batch, batch.runs.len() - 1, now);
+                }
                 None => {
                     self.drops
                         .unknown_index
@@ -236,20 +275,25 @@ impl Device {
             }
             start = end;
         }
-        self.deliver(batch, cache);
     }
 
-    /// Steps 1 to 5 for the datagrams `run` of one session.
-    fn open_run(
-        &self,
-        b: &mut RxBatch,
-        cache: &RxCache,
-        slot: usize,
-        run: std::ops::Range<usize>,
-        now: Instant,
-        tx: &dyn Transmit,
-    ) {
-        let (_, peer, session) = &cache.sessions[slot];
+    /// Steps 4 and 5 and the inner checks, on a batch [`Device::decrypt_batch`] has
+    /// opened. Must be called on batches in the order they were received. Handshake
+    /// traffic this causes (a confirmed session's staged packets, a late rekey) goes out
+    /// through `tx`.
+    pub fn commit_batch(&self, batch: &mut RxBatch, now: Instant, tx: &dyn Transmit) {
+        let runs = std::mem::take(&mut batch.runs);
+        for run in &runs {
+            self.commit_run(batch, run, now, tx);
+        }
+        batch.runs = runs;
+        self.deliver(batch);
+    }
+
+    /// Steps 1 to 3 for the batch's run number `r`.
+    fn decrypt_run(&self, b: &mut RxBatch, r: usize, now: Instant) {
+        let run = b.runs[r].range.clone();
+        let session = b.runs[r].session.clone();
         if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
             for m in &mut b.meta[run] {
                 m.state = State::Dropped;
@@ -261,7 +305,7 @@ impl Device {
             let window = session.replay_window();
             for i in run.clone() {
                 let m = &mut b.meta[i];
-                m.session = slot;
+                m.run = r;
                 m.counter = Session::counter_of(&b.bufs[i]);
                 if window.seen(m.counter) {
                     m.state = State::Duplicate { authentic: false };
@@ -312,10 +356,19 @@ impl Device {
         if bad > 0 {
             self.drops.bad_data.fetch_add(bad, Ordering::Relaxed);
         }
-        // 4. Commit: a counter another batch committed meanwhile makes this a duplicate.
+    }
+
+    /// Steps 4 and 5 for one run of a decrypted batch.
+    fn commit_run(&self, b: &mut RxBatch, run: &Run, now: Instant, tx: &dyn Transmit) {
+        let Run {
+            range,
+            peer,
+            session,
+        } = run;
+        // 4. Commit: a counter an earlier batch committed makes this a duplicate.
         {
             let mut window = session.replay_window();
-            for m in &mut b.meta[run.clone()] {
+            for m in &mut b.meta[range.clone()] {
                 if let State::Opened(_) = m.state {
                     if !window.commit(m.counter) {
                         m.state = State::Duplicate { authentic: true };
@@ -327,7 +380,7 @@ impl Device {
         let (mut bytes, mut data, mut opened, mut dups) = (0, false, false, 0);
         b.sources.clear();
         b.learned.clear();
-        for i in run {
+        for i in range.clone() {
             let m = b.meta[i];
             match m.state {
                 State::Opened(len) => {
@@ -371,8 +424,12 @@ impl Device {
     }
 
     /// Checks the inner packets and moves those for the TUN to the front, in order.
-    fn deliver(&self, b: &mut RxBatch, cache: &RxCache) {
+    fn deliver(&self, b: &mut RxBatch) {
         let mut ready = 0;
+        let Some(allowed) = b.allowed.take() else {
+            b.ready = 0;
+            return;
+        };
         for i in 0..b.meta.len() {
             let State::Opened(len) = b.meta[i].state else {
                 continue;
@@ -380,9 +437,9 @@ impl Device {
             if len == 0 {
                 continue; // a keepalive
             }
-            let peer = &cache.sessions[b.meta[i].session].1;
+            let peer = &b.runs[b.meta[i].run].peer;
             let plain = &b.bufs[i][PACKET_OFFSET..PACKET_OFFSET + len];
-            match self.inner_packet(&cache.allowed, peer, plain) {
+            match self.inner_packet(&allowed, peer, plain) {
                 Some(ip_len) => {
                     b.bufs[i].truncate(PACKET_OFFSET + ip_len);
                     b.bufs.swap(ready, i);
@@ -392,5 +449,6 @@ impl Device {
             }
         }
         b.ready = ready;
+        b.allowed = Some(allowed);
     }
 }
