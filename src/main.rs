@@ -69,8 +69,8 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         cores: Option<u16>,
         /// Threads that decrypt received batches in parallel (and write them in receive
-        /// order, so each flow keeps its order); 0: the receive thread decrypts (default: one per core when --cores is
-        /// more than 1, else 0).
+        /// order, so each flow keeps its order); 0: the receive thread decrypts (default:
+        /// one per core when --cores is more than 1, else 0).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
         decrypt_workers: Option<u16>,
         /// Packets handled per batch (TUN reads, GSO sends, TUN writes).

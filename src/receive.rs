@@ -257,12 +257,13 @@ impl Device {
             match cache.session(self, index) {
                 Some(slot) => {
                     let (_, peer, session) = &cache.sessions[slot];
+                    let r = batch.runs.len();
+                    self.decrypt_run(batch, r, start..end, session, now);
                     batch.runs.push(Run {
                         range: start..end,
                         peer: peer.clone(),
                         session: session.clone(),
                     });
-                    self.decrypt_run(batch, batch.runs.len() - 1, now);
                 }
                 None => {
                     self.drops
@@ -290,10 +291,15 @@ impl Device {
         self.deliver(batch);
     }
 
-    /// Steps 1 to 3 for the batch's run number `r`.
-    fn decrypt_run(&self, b: &mut RxBatch, r: usize, now: Instant) {
-        let run = b.runs[r].range.clone();
-        let session = b.runs[r].session.clone();
+    /// Steps 1 to 3 for the datagrams `run` of `session`, the batch's run number `r`.
+    fn decrypt_run(
+        &self,
+        b: &mut RxBatch,
+        r: usize,
+        run: std::ops::Range<usize>,
+        session: &Session,
+        now: Instant,
+    ) {
         if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
             for m in &mut b.meta[run] {
                 m.state = State::Dropped;

@@ -112,16 +112,7 @@ fn bulk_transfer_uses_gso_gro_and_tso() {
     );
     // What the kernel saw: each write(2) to the TUN is one packet on its RX counter, so
     // a flow coalesced before the write shows as fewer packets than mpwg decrypted.
-    let kernel_rx: u64 = pair
-        .b
-        .ns
-        .run(&[
-            "cat",
-            &format!("/sys/class/net/{}/statistics/rx_packets", pair.b.dev),
-        ])
-        .trim()
-        .parse()
-        .expect("rx_packets is a number");
+    let kernel_rx = tun_counter(&pair.b, "rx_packets");
     println!("receiver's TUN: {written} packets written as {kernel_rx} (kernel RX count)");
     assert!(
         kernel_rx * 2 < written,
@@ -388,11 +379,7 @@ fn udp_flow_arrives_in_order_over_two_paths() {
     let Some(_lab) = lab("udp_flow_arrives_in_order_over_two_paths") else {
         return;
     };
-    let pair = Pair::two_paths(&[]);
-    assert!(
-        ping_until(&pair.a.ns, &pair.b.tunnel, Duration::from_secs(10)),
-        "no ping reply A -> B through the two-path tunnel"
-    );
+    let pair = two_paths_up();
     let got = ping(&pair.a.ns, &pair.b.tunnel, 3);
     assert_eq!(got, 3, "pings lost on a healthy tunnel");
     let before = show(&pair.b);
@@ -469,6 +456,26 @@ fn order_check_catches_reordering() {
     assert!(shuffled.summary().contains("OUT OF ORDER"));
 }
 
+/// Two mpwg ends joined by two paths, with the tunnel answering pings.
+fn two_paths_up() -> Pair {
+    let pair = Pair::two_paths(&[]);
+    assert!(
+        ping_until(&pair.a.ns, &pair.b.tunnel, Duration::from_secs(10)),
+        "no ping reply A -> B through the two-path tunnel"
+    );
+    pair
+}
+
+/// A counter of `side`'s TUN device, from /sys/class/net/DEV/statistics.
+fn tun_counter(side: &Side, name: &str) -> u64 {
+    let file = format!("/sys/class/net/{}/statistics/{name}", side.dev);
+    side.ns
+        .run(&["cat", &file])
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{file} is not a number: {e}"))
+}
+
 /// The receiver's kernel counters `names` in namespace `ns` (`nstat -az`, absolute).
 fn nstat(ns: &Netns, names: &[&str]) -> Vec<u64> {
     let mut argv = vec!["nstat", "-az"];
@@ -500,21 +507,9 @@ fn tcp_over_two_paths_reaches_the_receiver_in_order() {
     let Some(_lab) = lab("tcp_over_two_paths_reaches_the_receiver_in_order") else {
         return;
     };
-    let pair = Pair::two_paths(&[]);
-    assert!(
-        ping_until(&pair.a.ns, &pair.b.tunnel, Duration::from_secs(10)),
-        "no ping reply A -> B through the two-path tunnel"
-    );
+    let pair = two_paths_up();
     const COUNTERS: [&str; 3] = ["TcpExtTCPOFOQueue", "UdpRcvbufErrors", "UdpInErrors"];
-    let tun_dropped = || -> u64 {
-        let file = format!("/sys/class/net/{}/statistics/tx_dropped", pair.a.dev);
-        pair.a
-            .ns
-            .run(&["cat", &file])
-            .trim()
-            .parse()
-            .expect("tx_dropped is a number")
-    };
+    let tun_dropped = || tun_counter(&pair.a, "tx_dropped");
     let (before, tun_before) = (nstat(&pair.b.ns, &COUNTERS), tun_dropped());
     tcp_transfer(&pair.a.ns, &pair.b.ns, &pair.b.tunnel, 64 << 20, 11);
     let after = nstat(&pair.b.ns, &COUNTERS);

@@ -164,6 +164,11 @@ impl Pair {
         }
     }
 
+    /// Each packet sealed by boringtun, in order.
+    fn bt_send_all(&mut self, pkts: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        pkts.iter().map(|x| self.bt_send(x)).collect()
+    }
+
     /// boringtun's handshake initiation (`retry`: a retry, which carries mac2 once it
     /// holds a cookie).
     fn bt_initiation(&mut self, retry: bool) -> Vec<u8> {
@@ -566,19 +571,33 @@ fn open_batch(
     datagrams: &[(usize, Vec<u8>)],
     now: Instant,
 ) -> (Vec<Vec<u8>>, Vec<PathTally>) {
+    let mut b = batch_of(datagrams);
+    p.dev.open_batch(&mut b, cache, now, &p.cap);
+    (delivered(&mut b), sorted_tally(&b))
+}
+
+/// A batch of `(path, datagram)` pairs, as the receive thread would fill it.
+fn batch_of(datagrams: &[(usize, Vec<u8>)]) -> RxBatch {
     let mut b = RxBatch::new(datagrams.len());
     for (path, d) in datagrams {
         assert!(b.push(src_on(*path), d));
     }
-    p.dev.open_batch(&mut b, cache, now, &p.cap);
-    let mut tally = b.tally.clone();
-    tally.sort_by_key(|t| t.path);
-    let packets = b
-        .packets()
+    b
+}
+
+/// The packets an opened batch delivers to the TUN, in order.
+fn delivered(b: &mut RxBatch) -> Vec<Vec<u8>> {
+    b.packets()
         .iter()
         .map(|v| v[PACKET_OFFSET..].to_vec())
-        .collect();
-    (packets, tally)
+        .collect()
+}
+
+/// The batch's per-path tally, by path.
+fn sorted_tally(b: &RxBatch) -> Vec<PathTally> {
+    let mut tally = b.tally.clone();
+    tally.sort_by_key(|t| t.path);
+    tally
 }
 
 fn tally(path: usize, wins: u64, duplicates: u64) -> PathTally {
@@ -608,7 +627,7 @@ fn a_batch_with_both_paths_copies_delivers_each_packet_once_in_order() {
     let pkts: Vec<Vec<u8>> = (0..40u8)
         .map(|i| ipv4(BT_IP, MPWG_IP, &vec![i; 100 + usize::from(i)]))
         .collect();
-    let sealed: Vec<Vec<u8>> = pkts.iter().map(|x| p.bt_send(x)).collect();
+    let sealed = p.bt_send_all(&pkts);
     let mut batch = Vec::new();
     for chunk in [0..20, 20..40] {
         batch.extend(sealed[chunk.clone()].iter().map(|d| (0, d.clone())));
@@ -643,33 +662,22 @@ fn batches_decrypted_out_of_order_commit_in_receive_order() {
     let now = Instant::now();
     p.handshake_from_mpwg(now);
     let pkts: Vec<Vec<u8>> = (0..12u8).map(|i| ipv4(BT_IP, MPWG_IP, &[i; 200])).collect();
-    let sealed: Vec<Vec<u8>> = pkts.iter().map(|x| p.bt_send(x)).collect();
-    let fill = |datagrams: &mut dyn Iterator<Item = (usize, &Vec<u8>)>| {
-        let mut b = RxBatch::new(16);
-        for (path, d) in datagrams {
-            assert!(b.push(src_on(path), d));
-        }
-        b
+    let sealed = p.bt_send_all(&pkts);
+    let on = |path: usize, ds: &[Vec<u8>]| -> Vec<(usize, Vec<u8>)> {
+        ds.iter().map(|d| (path, d.clone())).collect()
     };
-    let mut first = fill(&mut sealed[..8].iter().map(|d| (0, d)));
-    let mut second = fill(
-        &mut sealed[..4]
-            .iter()
-            .map(|d| (1, d))
-            .chain(sealed[8..].iter().map(|d| (0, d))),
-    );
+    let mut first = batch_of(&on(0, &sealed[..8]));
+    let mut second = batch_of(&[on(1, &sealed[..4]), on(0, &sealed[8..])].concat());
     let (mut cache_a, mut cache_b) = (RxCache::default(), RxCache::default());
     p.dev.decrypt_batch(&mut second, &mut cache_b, now);
     p.dev.decrypt_batch(&mut first, &mut cache_a, now);
-    let mut delivered = Vec::new();
+    let mut got = Vec::new();
     for b in [&mut first, &mut second] {
         p.dev.commit_batch(b, now, &p.cap);
-        delivered.extend(b.packets().iter().map(|v| v[PACKET_OFFSET..].to_vec()));
+        got.extend(delivered(b));
     }
-    assert_eq!(delivered, pkts, "each packet once, in the order sent");
-    let mut t = second.tally.clone();
-    t.sort_by_key(|t| t.path);
-    assert_eq!(t, vec![tally(0, 4, 0), tally(1, 0, 4)]);
+    assert_eq!(got, pkts, "each packet once, in the order sent");
+    assert_eq!(sorted_tally(&second), vec![tally(0, 4, 0), tally(1, 0, 4)]);
 }
 
 /// A forged copy that arrives first (on a hostile path) must not suppress the genuine
@@ -680,7 +688,7 @@ fn a_forged_first_copy_does_not_suppress_the_genuine_one() {
     let now = Instant::now();
     p.handshake_from_mpwg(now);
     let pkts: Vec<Vec<u8>> = (0..3u8).map(|i| ipv4(BT_IP, MPWG_IP, &[i; 64])).collect();
-    let sealed: Vec<Vec<u8>> = pkts.iter().map(|x| p.bt_send(x)).collect();
+    let sealed = p.bt_send_all(&pkts);
     let mut forged = sealed[1].clone();
     let last = forged.len() - 1;
     forged[last] ^= 0x55;
@@ -705,7 +713,7 @@ fn a_batch_drops_only_its_bad_datagrams() {
     p.handshake_from_mpwg(now);
     let good: Vec<Vec<u8>> = (0..3u8).map(|i| ipv4(BT_IP, MPWG_IP, &[i; 80])).collect();
     let spoofed = ipv4([10, 9, 9, 9], MPWG_IP, b"spoofed");
-    let g: Vec<Vec<u8>> = good.iter().map(|x| p.bt_send(x)).collect();
+    let g = p.bt_send_all(&good);
     let s = p.bt_send(&spoofed);
     let mut unknown = g[0].clone();
     unknown[4..8].copy_from_slice(&0xdead_beefu32.to_le_bytes());
