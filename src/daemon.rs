@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::config::{self, ConfigError};
-use crate::control::{self, ControlServer, PathRow, QueueRow, Show};
+use crate::control::config::{self, ConfigError};
+use crate::control::show::{self, ControlServer, PathRow, QueueRow, Show};
+use crate::control::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler, UapiServer};
 use crate::datapath;
-use crate::device::Device;
-use crate::ipc::SocketBindError;
-use crate::netlink::{self, Message, NetlinkSocket};
-use crate::path::{PathArg, PathError};
-use crate::socket::{Paths, ReceiveMode};
-use crate::tun::{Tun, TunError};
-use crate::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler, UapiServer};
-use crate::udp::UdpError;
+use crate::datapath::paths::{Paths, ReceiveMode};
+use crate::io::ipc::SocketBindError;
+use crate::io::netlink::{self, Message, NetlinkSocket};
+use crate::io::tun::{Tun, TunError};
+use crate::io::udp::UdpError;
+use crate::multipath::path::{Interface, PathArg, PathError};
+use crate::protocol::device::Device;
 
 /// What `mpwg up` was asked for.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ pub enum DaemonError {
     Socket(#[from] SocketBindError),
     /// The kernel lacks an io_uring feature the datapath needs.
     #[error("{0} (or run with --io syscalls)")]
-    Uring(#[from] crate::uring::UringUnsupported),
+    Uring(#[from] crate::io::uring::UringUnsupported),
     /// A worker thread panicked; the daemon shut down.
     #[error("a worker thread failed (see the log above); mpwg shut down")]
     WorkerFailed,
@@ -116,7 +116,7 @@ impl Tunnel {
         let t = self.clone();
         let queue = self.tun.queues[0].clone();
         datapath::spawn("mpwg-rx".into(), move || {
-            datapath::rx_worker(
+            datapath::rx::rx_worker(
                 &t.paths,
                 &t.device,
                 &queue,
@@ -134,7 +134,7 @@ impl Tunnel {
             let queue = queue.clone();
             datapath::spawn(format!("mpwg-tx-{i}"), move || {
                 datapath::pin_to(i);
-                datapath::tx_worker(&queue, &t.device, &t.paths, t.batch, t.io)
+                datapath::tx::tx_worker(&queue, &t.device, &t.paths, t.batch, t.io)
             });
         }
     }
@@ -265,7 +265,7 @@ impl Tunnel {
                 }
             })
             .collect();
-        control::format_show(&Show {
+        show::format_show(&Show {
             name: self.name.clone(),
             listen_port: self.paths.port(),
             mode: "duplicate",
@@ -325,7 +325,7 @@ impl UapiHandler for Arc<Tunnel> {
 
 /// Runs `mpwg up`: returns when a signal asked it to stop, after cleaning up.
 pub fn run(opts: &Options) -> Result<(), DaemonError> {
-    crate::tun::check_name(&opts.name)?;
+    crate::io::tun::check_name(&opts.name)?;
     let mut initial = SetRequest::default();
     if let Some(path) = &opts.config {
         let parsed = config::load(path)?;
@@ -340,10 +340,17 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         initial = parsed.request;
     }
     if opts.io == datapath::Io::Uring {
-        crate::uring::probe()?;
+        crate::io::uring::probe()?;
     }
     let interfaces = netlink::interfaces().map_err(DaemonError::Netlink)?;
-    let ifaces = crate::path::resolve(&opts.paths, &interfaces)?;
+    let names: Vec<Interface> = interfaces
+        .iter()
+        .map(|i| Interface {
+            name: i.link.name.clone(),
+            index: i.link.index,
+        })
+        .collect();
+    let ifaces = crate::multipath::path::resolve(&opts.paths, &names)?;
     if !has_net_admin() {
         return Err(DaemonError::NotPermitted(opts.name.clone()));
     }

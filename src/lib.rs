@@ -1,36 +1,22 @@
 //! mpwg: a multi-path WireGuard gateway for Linux.
 //!
-//! The crate is layered as the kernel's WireGuard is: one concern per module.
+//! The crate is layered; each folder is one layer, and imports point only downward
+//! (ARCHITECTURE.md has the map, and `scripts/modgraph.py` checks it):
 //!
-//! * Protocol core, sans-IO (time is passed in, nothing here touches a socket):
-//!   [`noise`] (handshake, cookies, messages), [`session`] (transport keys, in-place
-//!   seal and open), [`replay`], [`allowedips`], [`timers`], [`peer`], [`device`].
-//! * Configuration: [`key`], [`cidr`], [`uapi`] (the `wg(8)` socket protocol), [`config`]
-//!   (wg-quick style files).
-//! * I/O edges: [`tun`], [`udp`]; the daemon wiring in [`daemon`].
+//! * [`daemon`]: wiring, signals, clean shutdown (and `main.rs`, the command line).
+//! * [`control`]: the `wg(8)` UAPI, mpwg's own control socket, configuration files.
+//! * [`datapath`]: the threads that move batches between the I/O edge and the core, and
+//!   the sockets of the paths.
+//! * [`protocol`]: the WireGuard protocol core, sans-IO: bytes and `now` in, bytes and
+//!   deadlines out.
+//! * [`multipath`]: the path model (path ids, per-path endpoints) and the scheduler that
+//!   decides which paths a packet takes. Pure logic.
+//! * [`io`]: the edge: TUN, UDP, io_uring, netlink, Unix sockets. Every `unsafe` block
+//!   lives here.
 
-pub mod allowedips;
-pub mod cidr;
-pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
-pub mod device;
-pub mod endpoint;
-pub mod gso;
-pub mod ipc;
-pub mod key;
-pub mod netlink;
-pub mod noise;
-pub mod path;
-pub mod peer;
-pub mod queueing;
-pub mod receive;
-pub mod replay;
-pub mod session;
-pub mod socket;
-pub mod timers;
-pub mod tun;
-pub mod uapi;
-pub mod udp;
-pub mod uring;
+pub mod io;
+pub mod multipath;
+pub mod protocol;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use mpwg::path::PathArg;
-use mpwg::socket::ReceiveMode;
+use mpwg::datapath::paths::ReceiveMode;
+use mpwg::multipath::path::PathArg;
 
 /// mpwg: a multi-path WireGuard gateway.
 #[derive(Parser)]
@@ -181,14 +181,14 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Interfaces => match mpwg::netlink::interfaces() {
+        Command::Interfaces => match mpwg::io::netlink::interfaces() {
             Ok(list) => {
-                print!("{}", mpwg::netlink::format_interfaces(&list));
+                print!("{}", mpwg::io::netlink::format_interfaces(&list));
                 ExitCode::SUCCESS
             }
             Err(e) => fail(format!("cannot list interfaces through netlink: {e}")),
         },
-        Command::Show { name } => match mpwg::control::query(&name, "show") {
+        Command::Show { name } => match mpwg::control::show::query(&name, "show") {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

@@ -10,14 +10,16 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use parking_lot::Mutex;
 
-use mpwg::device::{Device, Received, SealedFor, SendCache, Sent};
-use mpwg::key::Key;
-use mpwg::path::{Source, Transmit};
-use mpwg::peer::Peer;
-use mpwg::receive::{PathTally, RxBatch, RxCache, PACKET_OFFSET};
-use mpwg::session::{HEADROOM, TAILROOM};
-use mpwg::timers::REKEY_AFTER_TIME;
-use mpwg::uapi::{PeerUpdate, SetRequest};
+use mpwg::multipath::path::Source;
+use mpwg::protocol::device::{Device, SealedFor, SendCache};
+use mpwg::protocol::device::{PathTally, RxBatch, RxCache, PACKET_OFFSET};
+use mpwg::protocol::key::Key;
+use mpwg::protocol::noise::messages::{classify, Kind};
+use mpwg::protocol::peer::Peer;
+use mpwg::protocol::request::{PeerUpdate, SetRequest};
+use mpwg::protocol::session::{HEADROOM, TAILROOM};
+use mpwg::protocol::timers::REKEY_AFTER_TIME;
+use mpwg::protocol::transmit::Transmit;
 
 const MPWG_IP: [u8; 4] = [10, 0, 0, 1];
 const BT_IP: [u8; 4] = [10, 0, 0, 2];
@@ -72,6 +74,66 @@ struct Pair {
     dev: Device,
     cap: Capture,
     bt: Tunn,
+    /// The TX side's cache, kept between packets as a TX worker keeps it.
+    send_cache: Mutex<SendCache>,
+    /// The receive side's cache, likewise.
+    rx_cache: Mutex<RxCache>,
+}
+
+/// What became of a packet mpwg was asked to send.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Sealed and handed to the paths.
+    Sealed,
+    /// Kept until a handshake completes.
+    Staged,
+    /// No peer's allowed IPs hold the destination.
+    NoRoute,
+}
+
+/// Sends `pkt` from mpwg's TUN side as a TX worker does: sealed in place through its
+/// cache ([`Device::seal_cached`]), handed to the paths, and reported
+/// ([`Device::note_sent`]).
+fn send_via(
+    dev: &Device,
+    cache: &mut SendCache,
+    tx: &dyn Transmit,
+    pkt: &[u8],
+    now: Instant,
+) -> Outcome {
+    let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
+    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
+    match dev.seal_cached(&mut buf, pkt.len(), now, tx, cache) {
+        SealedFor::Ready(peer, n) => {
+            let peer = peer.clone();
+            let ok = tx.send_to_peer(&peer, &buf[..n]);
+            dev.note_sent(&peer, n, usize::from(!pkt.is_empty()), ok, now, tx);
+            Outcome::Sealed
+        }
+        SealedFor::Staged => Outcome::Staged,
+        SealedFor::NoRoute => Outcome::NoRoute,
+    }
+}
+
+/// Receives `datagram` on mpwg's side as the receive thread does: a handshake message
+/// or cookie reply goes to [`Device::receive_handshake`]; a data message is opened as a
+/// batch of one ([`Device::open_batch`]). Returns the IP packet for the TUN, if any.
+fn recv_via(
+    dev: &Device,
+    cache: &mut RxCache,
+    tx: &dyn Transmit,
+    src: Source,
+    datagram: &[u8],
+    now: Instant,
+) -> Option<Vec<u8>> {
+    if classify(datagram) != Some(Kind::Data) {
+        dev.receive_handshake(src, datagram, now, tx);
+        return None;
+    }
+    let mut b = RxBatch::new(1);
+    assert!(b.push(src, datagram), "a data message joins the batch");
+    dev.open_batch(&mut b, cache, now, tx);
+    delivered(&mut b).pop()
 }
 
 /// A device and a boringtun peer configured for each other. `bt_handshake_limit` gives
@@ -107,6 +169,8 @@ fn pair_with(psk: Option<[u8; 32]>, bt_handshake_limit: Option<u64>) -> Pair {
         dev,
         cap: Capture::default(),
         bt,
+        send_cache: Mutex::new(SendCache::default()),
+        rx_cache: Mutex::new(RxCache::default()),
     }
 }
 
@@ -116,19 +180,20 @@ fn pair() -> Pair {
 
 impl Pair {
     /// mpwg sends `pkt` from its TUN side.
-    fn dev_send(&self, pkt: &[u8], now: Instant) -> Sent {
-        let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
-        buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
-        self.dev.send_ip_packet(&mut buf, pkt.len(), now, &self.cap)
+    fn dev_send(&self, pkt: &[u8], now: Instant) -> Outcome {
+        send_via(&self.dev, &mut self.send_cache.lock(), &self.cap, pkt, now)
     }
 
     /// mpwg receives a datagram; returns the IP packet for its TUN, if any.
     fn dev_recv(&self, datagram: &[u8], now: Instant) -> Option<Vec<u8>> {
-        let mut buf = datagram.to_vec();
-        match self.dev.receive(src(), &mut buf, now, &self.cap) {
-            Received::Packet(r) => Some(buf[r].to_vec()),
-            Received::Nothing | Received::Duplicate => None,
-        }
+        recv_via(
+            &self.dev,
+            &mut self.rx_cache.lock(),
+            &self.cap,
+            src(),
+            datagram,
+            now,
+        )
     }
 
     /// boringtun receives a datagram. Returns (datagrams it sends back, packets for its TUN).
@@ -183,7 +248,7 @@ impl Pair {
     /// delivered to its TUN.
     fn handshake_from_mpwg(&mut self, now: Instant) -> Vec<Vec<u8>> {
         let pkt = ipv4(MPWG_IP, BT_IP, b"first packet");
-        assert_eq!(self.dev_send(&pkt, now), Sent::Staged);
+        assert_eq!(self.dev_send(&pkt, now), Outcome::Staged);
         let sent = self.cap.take();
         assert_eq!(sent.len(), 1, "one initiation");
         assert_eq!(sent[0][0], 1);
@@ -218,7 +283,7 @@ fn handshake_started_by_mpwg_then_data_both_ways() {
 
     for i in 0..50u8 {
         let pkt = ipv4(MPWG_IP, BT_IP, &vec![i; 1 + usize::from(i) * 20]);
-        assert_eq!(p.dev_send(&pkt, now), Sent::Sent);
+        assert_eq!(p.dev_send(&pkt, now), Outcome::Sealed);
         let out = p.cap.take();
         assert_eq!(out.len(), 1);
         assert_eq!(p.bt_recv(&out[0]).1, vec![pkt]);
@@ -248,7 +313,7 @@ fn handshake_started_by_boringtun_then_data_both_ways() {
     assert!(p.dev.snapshot().peers[0].last_handshake.is_some());
 
     let back = ipv4(MPWG_IP, BT_IP, b"hello boringtun");
-    assert_eq!(p.dev_send(&back, now), Sent::Sent);
+    assert_eq!(p.dev_send(&back, now), Outcome::Sealed);
     let out = p.cap.take();
     assert_eq!(p.bt_recv(&out[0]).1, vec![back]);
 }
@@ -267,7 +332,7 @@ fn rekey_after_time_makes_a_new_session_that_carries_data() {
     // Past REKEY_AFTER_TIME, the initiator's next packet triggers a new handshake.
     let later = t0 + REKEY_AFTER_TIME + Duration::from_secs(1);
     let pkt = ipv4(MPWG_IP, BT_IP, b"old session");
-    assert_eq!(p.dev_send(&pkt, later), Sent::Sent);
+    assert_eq!(p.dev_send(&pkt, later), Outcome::Sealed);
     let out = p.cap.take();
     assert_eq!(out.len(), 2, "data on the old session, then an initiation");
     assert_eq!(out[0][0], 4);
@@ -279,7 +344,7 @@ fn rekey_after_time_makes_a_new_session_that_carries_data() {
     p.cap.take(); // keepalive on the new session
 
     let pkt = ipv4(MPWG_IP, BT_IP, b"new session");
-    assert_eq!(p.dev_send(&pkt, later), Sent::Sent);
+    assert_eq!(p.dev_send(&pkt, later), Outcome::Sealed);
     let out = p.cap.take();
     assert_ne!(out[0][4..8].to_vec(), old_receiver, "a new receiver index");
     assert_eq!(p.bt_recv(&out[0]).1, vec![pkt]);
@@ -372,7 +437,7 @@ fn cookie_round_trip_when_mpwg_is_under_load() {
 fn cookie_round_trip_when_boringtun_is_under_load() {
     let mut p = pair_with(None, Some(0));
     let t0 = Instant::now();
-    assert_eq!(p.dev_send(&ipv4(MPWG_IP, BT_IP, b"x"), t0), Sent::Staged);
+    assert_eq!(p.dev_send(&ipv4(MPWG_IP, BT_IP, b"x"), t0), Outcome::Staged);
     let init = p.cap.take();
     let (reply, _) = p.bt_recv(&init[0]);
     assert_eq!(reply.len(), 1);
@@ -452,7 +517,7 @@ fn inner_source_outside_allowed_ips_is_dropped() {
 fn unrouted_destination_is_not_sent() {
     let p = pair();
     let pkt = ipv4(MPWG_IP, [10, 7, 7, 7], b"nowhere");
-    assert_eq!(p.dev_send(&pkt, Instant::now()), Sent::NoRoute);
+    assert_eq!(p.dev_send(&pkt, Instant::now()), Outcome::NoRoute);
     assert!(p.cap.take().is_empty());
 }
 
@@ -462,8 +527,8 @@ fn unrouted_destination_is_not_sent() {
 /// mpwg. A repeated copy of a response already consumed changes nothing.
 #[test]
 fn a_peer_answering_one_initiation_twice_keeps_its_last_session() {
-    use mpwg::noise::handshake::{consume_initiation, create_response, StaticKeys};
-    use mpwg::session::Session;
+    use mpwg::protocol::noise::handshake::{consume_initiation, create_response, StaticKeys};
+    use mpwg::protocol::session::Session;
 
     let peer_private = Key::generate();
     let peer_keys = StaticKeys::new(peer_private.0);
@@ -488,12 +553,12 @@ fn a_peer_answering_one_initiation_twice_keeps_its_last_session() {
         Instant::now(),
     );
     let now = Instant::now();
-    let mut buf = vec![0u8; HEADROOM + 64 + TAILROOM];
+    let mut send_cache = SendCache::default();
+    let mut rx_cache = RxCache::default();
     let pkt = ipv4(MPWG_IP, BT_IP, b"hello");
-    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
     assert_eq!(
-        dev.send_ip_packet(&mut buf, pkt.len(), now, &cap),
-        Sent::Staged
+        send_via(&dev, &mut send_cache, &cap, &pkt, now),
+        Outcome::Staged
     );
     let init = cap.take().remove(0);
 
@@ -507,15 +572,17 @@ fn a_peer_answering_one_initiation_twice_keeps_its_last_session() {
         .unwrap();
         let (mut resp, keys) = create_response(consumed, &[0u8; 32], index).unwrap();
         // mac1 over the response, keyed with the initiator's public key.
-        let mut cookie = mpwg::noise::cookie::CookieState::new(&dev_public);
+        let mut cookie = mpwg::protocol::noise::cookie::CookieState::new(&dev_public);
         cookie.add_macs(&mut resp, now);
         (resp, keys)
     };
     let (resp1, _keys1) = answer(111);
     let (resp2, keys2) = answer(222);
 
-    let mut r = resp1.to_vec();
-    assert_eq!(dev.receive(src(), &mut r, now, &cap), Received::Nothing);
+    assert_eq!(
+        recv_via(&dev, &mut rx_cache, &cap, src(), &resp1, now),
+        None
+    );
     let after_first = cap.take();
     assert_eq!(
         &after_first[0][4..8],
@@ -523,8 +590,10 @@ fn a_peer_answering_one_initiation_twice_keeps_its_last_session() {
         "staged data on session 1"
     );
 
-    let mut r = resp2.to_vec();
-    assert_eq!(dev.receive(src(), &mut r, now, &cap), Received::Nothing);
+    assert_eq!(
+        recv_via(&dev, &mut rx_cache, &cap, src(), &resp2, now),
+        None
+    );
     let after_second = cap.take();
     assert_eq!(
         after_second.len(),
@@ -534,22 +603,23 @@ fn a_peer_answering_one_initiation_twice_keeps_its_last_session() {
     assert_eq!(&after_second[0][4..8], &222u32.to_le_bytes());
 
     // A second copy of the first response is not taken again.
-    let mut r = resp1.to_vec();
-    assert_eq!(dev.receive(src(), &mut r, now, &cap), Received::Nothing);
+    assert_eq!(
+        recv_via(&dev, &mut rx_cache, &cap, src(), &resp1, now),
+        None
+    );
     assert!(cap.take().is_empty());
 
     // Data goes out on the peer's second session, and the peer can open it.
     let pkt = ipv4(MPWG_IP, BT_IP, b"after the race");
-    buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(&pkt);
     assert_eq!(
-        dev.send_ip_packet(&mut buf, pkt.len(), now, &cap),
-        Sent::Sent
+        send_via(&dev, &mut send_cache, &cap, &pkt, now),
+        Outcome::Sealed
     );
     let mut d = cap.take().remove(0);
     assert_eq!(&d[4..8], &222u32.to_le_bytes());
     let peer_session = Session::new(&keys2, now);
     let plain = peer_session
-        .open(&mut d)
+        .decrypt(&mut d)
         .expect("the peer's kept session opens it");
     assert_eq!(&d[plain.start..plain.start + pkt.len()], &pkt[..]);
 }
@@ -754,7 +824,7 @@ fn a_batch_confirms_a_session_boringtun_started() {
     assert_eq!(got, vec![pkt]);
     assert!(p.dev.snapshot().peers[0].last_handshake.is_some());
     let back = ipv4(MPWG_IP, BT_IP, b"back");
-    assert_eq!(p.dev_send(&back, now), Sent::Sent);
+    assert_eq!(p.dev_send(&back, now), Outcome::Sealed);
     assert_eq!(p.bt_recv(&p.cap.take()[0]).1, vec![back]);
 }
 

@@ -8,14 +8,14 @@ use std::time::{Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::endpoint::Endpoints;
-use crate::key::Key;
-use crate::noise::cookie::CookieState;
-use crate::noise::handshake::InitiatorState;
-use crate::noise::tai64::Tai64n;
-use crate::path::Source;
-use crate::session::Session;
-use crate::timers::Timers;
+use crate::multipath::endpoint::Endpoints;
+use crate::multipath::path::Source;
+use crate::protocol::key::Key;
+use crate::protocol::noise::cookie::CookieState;
+use crate::protocol::noise::handshake::InitiatorState;
+use crate::protocol::noise::tai64::Tai64n;
+use crate::protocol::session::Session;
+use crate::protocol::timers::Timers;
 
 /// Packets kept while a handshake is under way, as the kernel's MAX_STAGED_PACKETS.
 pub const MAX_STAGED: usize = 128;
@@ -144,8 +144,9 @@ impl Peer {
     /// The session to send with, if one is usable at `now`.
     pub fn send_session(&self, now: Instant) -> Option<Arc<Session>> {
         let s = self.sessions.read().current.clone()?;
-        let usable = now.saturating_duration_since(s.created) < crate::timers::REJECT_AFTER_TIME
-            && s.sent() < crate::session::REJECT_AFTER_MESSAGES;
+        let usable = now.saturating_duration_since(s.created)
+            < crate::protocol::timers::REJECT_AFTER_TIME
+            && s.sent() < crate::protocol::session::REJECT_AFTER_MESSAGES;
         usable.then_some(s)
     }
 

@@ -1,9 +1,8 @@
-//! The path layer as the protocol core sees it: where a datagram came from, and a trait
-//! to send one. The core never knows how many sockets or interfaces stand behind it.
+//! Paths as the rest of the tunnel names them: a path's id, where a datagram came from,
+//! the interface a path is bound to, and the `--path`/`--path-index` arguments that pick
+//! those interfaces.
 
 use std::net::SocketAddr;
-
-use crate::peer::Peer;
 
 /// Which local path (socket) a datagram arrived on or leaves by. Path 0 is the first.
 pub type PathId = usize;
@@ -15,28 +14,6 @@ pub struct Source {
     pub addr: SocketAddr,
     /// The local path it arrived on.
     pub path: PathId,
-}
-
-/// How the core sends: the daemon's sockets, or a test's capture.
-pub trait Transmit {
-    /// Sends `datagram` to `peer` at the endpoint(s) the peer is known by. Returns true if
-    /// at least one path took it.
-    fn send_to_peer(&self, peer: &Peer, datagram: &[u8]) -> bool;
-
-    /// Sends `segments`: datagrams of `segment` bytes each, back to back (the last may be
-    /// shorter), to `peer`, in as few system calls as the paths allow (UDP GSO). Returns
-    /// true if at least one path took them.
-    fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
-        let mut ok = false;
-        for d in segments.chunks(segment.max(1)) {
-            ok |= self.send_to_peer(peer, d);
-        }
-        ok
-    }
-
-    /// Sends `datagram` back to where a datagram came from (a cookie reply, which must not
-    /// go to a peer's endpoint, since the sender is not yet authenticated).
-    fn send_to(&self, dst: Source, datagram: &[u8]) -> bool;
 }
 
 /// A `--path` or `--path-index` argument, before it is resolved.
@@ -80,37 +57,38 @@ pub enum PathError {
     },
 }
 
-/// Resolves path arguments against the interfaces that exist, in the order given.
-pub fn resolve(
-    args: &[PathArg],
-    interfaces: &[crate::netlink::Interface],
-) -> Result<Vec<crate::socket::Interface>, PathError> {
-    let mut out: Vec<(crate::socket::Interface, &PathArg)> = Vec::new();
+/// An interface a path is bound to: its name, and the index that name resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub index: u32,
+}
+
+/// Resolves path arguments against the interfaces that exist (`interfaces`), in the
+/// order given.
+pub fn resolve(args: &[PathArg], interfaces: &[Interface]) -> Result<Vec<Interface>, PathError> {
+    let mut out: Vec<(Interface, &PathArg)> = Vec::new();
     for arg in args {
         let found = match arg {
             PathArg::Name(n) => interfaces
                 .iter()
-                .find(|i| &i.link.name == n)
+                .find(|i| &i.name == n)
                 .ok_or_else(|| PathError::UnknownName(n.clone()))?,
             PathArg::Index(x) => interfaces
                 .iter()
-                .find(|i| i.link.index == *x)
+                .find(|i| i.index == *x)
                 .ok_or(PathError::UnknownIndex(*x))?,
         };
-        if let Some((_, first)) = out.iter().find(|(i, _)| i.index == found.link.index) {
+        if let Some((_, first)) = out.iter().find(|(i, _)| i.index == found.index) {
             return Err(PathError::Duplicate {
-                name: found.link.name.clone(),
+                name: found.name.clone(),
                 first: first.to_string(),
                 second: arg.to_string(),
             });
         }
-        out.push((
-            crate::socket::Interface {
-                name: found.link.name.clone(),
-                index: found.link.index,
-            },
-            arg,
-        ));
+        out.push((found.clone(), arg));
     }
     Ok(out.into_iter().map(|(i, _)| i).collect())
 }
@@ -118,18 +96,11 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::{Interface, Link};
 
     fn iface(index: u32, name: &str) -> Interface {
         Interface {
-            link: Link {
-                index,
-                name: name.into(),
-                mtu: 1500,
-                admin_up: true,
-                carrier: true,
-            },
-            addresses: vec![],
+            name: name.into(),
+            index,
         }
     }
 

@@ -24,9 +24,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::cidr::Cidr;
-use crate::key::Key;
-use crate::uapi::{PeerUpdate, SetRequest};
+use crate::protocol::cidr::Cidr;
+use crate::protocol::key::Key;
+use crate::protocol::request::{PeerUpdate, SetRequest};
 
 /// Keys of `[Interface]` that only wg-quick acts on, spelled as wg-quick documents them.
 const WG_QUICK_KEYS: [&str; 9] = [

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::path::PathId;
+use crate::multipath::path::PathId;
 
 /// How long an address seen on a path keeps receiving copies, by default.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15);

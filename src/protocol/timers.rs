@@ -55,7 +55,7 @@ pub struct Timers {
 }
 
 fn jitter() -> Duration {
-    let r = crate::noise::crypto::random_u32();
+    let r = crate::protocol::noise::crypto::random_u32();
     Duration::from_millis(u64::from(r) % (MAX_JITTER.as_millis() as u64 + 1))
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::receive::RxBatch;
+use crate::protocol::device::receive::RxBatch;
 
 /// The in-order end of the queues, shared by the workers; `S` is the state writing
 /// needs (the TUN's coalescing table), kept under the same lock.

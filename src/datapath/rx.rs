@@ -1,178 +1,28 @@
-//! The data path's worker loops.
-//!
-//! * A TX worker per TUN queue (per core, pinned): reads a batch of packets (TSO
-//!   super-packets split by the TUN layer, each with headroom for the WireGuard header),
-//!   seals each in place, coalesces runs of equal-size messages to one peer, and hands each
-//!   run to the paths as one UDP GSO send per path socket.
-//! * One receive thread over every path socket's ring: splits GRO batches by segment size,
-//!   handles handshake messages at once and gathers data messages into batches, in the
-//!   order they arrived. A batch is opened ([`Device::open_batch`]: copies the replay
-//!   window holds are dropped before decryption) either by the receive thread itself, or
-//!   by decryption workers (`--decrypt-workers`, pinned like the TX workers) that write
-//!   the batches back in receive order ([`crate::queueing`]). Packets of one
-//!   flow reach the TUN in the order they arrived, coalesced per flow.
+//! The receive side: one receive thread over every path socket's ring splits GRO
+//! batches by segment size, hands handshake messages to the device at once, and gathers
+//! data messages into batches, in the order they arrived. A batch is opened
+//! ([`Device::decrypt_batch`], then [`Device::commit_batch`]: copies the replay window
+//! holds are dropped before decryption) either by the receive thread itself, or by
+//! decryption workers (`--decrypt-workers`, pinned like the TX workers) that write the
+//! batches back in receive order ([`crate::datapath::queueing`]). Packets of one flow
+//! reach the TUN in the order they arrived, coalesced per flow.
 
-use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::device::{Device, SealedFor, SendCache};
-use crate::gso::GsoBatch;
-use crate::noise::messages::{classify, Kind};
-use crate::path::{Source, Transmit};
-use crate::peer::Peer;
-use crate::queueing::{Dispatcher, Writer};
-use crate::receive::{RxBatch, RxCache, PACKET_OFFSET};
-use crate::session::{HEADROOM, TAILROOM};
-use crate::socket::{Path, PathSocket, Paths};
-use crate::tun::{GROTable, TunQueue, VIRTIO_NET_HDR_LEN};
-use crate::uring::{UringRx, UringTx};
-
-/// The most bytes one packet (or super-packet) can have.
-const MAX_PACKET: usize = 65535;
-/// Packets one TUN read can split into (64 KiB at the smallest TCP MSS we expect).
-const SPLIT_MAX: usize = 128;
-
-fn would_block(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
-}
-
-/// How the workers reach the sockets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Io {
-    /// io_uring: one submission sends a batch on every path; multishot receives over
-    /// provided buffer rings.
-    #[default]
-    Uring,
-    /// Plain `sendmsg`/`recvmsg` (still with GSO and GRO), for kernels before 6.0.
-    Syscalls,
-}
-
-/// A TX worker's way to send: its own io_uring, over the tunnel's paths.
-struct UringTransmit<'a> {
-    paths: &'a Paths,
-    ring: RefCell<UringTx>,
-}
-
-impl Transmit for UringTransmit<'_> {
-    fn send_to_peer(&self, peer: &Peer, d: &[u8]) -> bool {
-        self.send_segments_to_peer(peer, d, d.len())
-    }
-
-    fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
-        self.paths
-            .send_segments_via(&mut self.ring.borrow_mut(), peer, segments, segment)
-    }
-
-    fn send_to(&self, dst: Source, d: &[u8]) -> bool {
-        self.paths.send_to(dst, d)
-    }
-}
-
-/// Sends the batch, reports it to the device, and empties it.
-fn flush(batch: &mut GsoBatch, device: &Device, tx: &dyn Transmit, now: Instant) {
-    if let Some(r) = batch.ready() {
-        let ok = tx.send_segments_to_peer(r.peer, r.bytes, r.segment);
-        device.note_sent(r.peer, r.bytes.len(), r.data_packets, ok, now, tx);
-    }
-    batch.clear();
-}
-
-/// Reads the TUN queue, seals, sends. Runs until the process ends.
-pub fn tx_worker(queue: &TunQueue, device: &Device, paths: &Paths, batch_size: usize, io: Io) {
-    match io {
-        Io::Syscalls => tx_loop(queue, device, paths, batch_size),
-        Io::Uring => match UringTx::new(256) {
-            Ok(ring) => {
-                let tx = UringTransmit {
-                    paths,
-                    ring: RefCell::new(ring),
-                };
-                tx_loop(queue, device, &tx, batch_size)
-            }
-            Err(e) => {
-                tracing::error!("cannot set up the TX io_uring ({e}): using plain system calls");
-                tx_loop(queue, device, paths, batch_size)
-            }
-        },
-    }
-}
-
-fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usize) {
-    let batch_size = batch_size.max(1);
-    let slots = batch_size.max(SPLIT_MAX);
-    let mut scratch = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
-    let mut bufs: Vec<Vec<u8>> = (0..slots)
-        .map(|_| vec![0u8; HEADROOM + MAX_PACKET + TAILROOM])
-        .collect();
-    let mut sizes = vec![0usize; slots];
-    let mut batch = GsoBatch::default();
-    let mut cache = SendCache::default();
-    loop {
-        let mut total = 0;
-        loop {
-            match queue.recv_batch(
-                &mut scratch,
-                &mut bufs[total..],
-                &mut sizes[total..],
-                HEADROOM,
-            ) {
-                Ok(n) => total += n,
-                Err(e) if would_block(&e) => {}
-                Err(e) => {
-                    tracing::warn!("TUN read failed: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-            // Keep reading while packets wait, up to the batch size, leaving room for a
-            // whole super-packet's split.
-            if total >= batch_size || slots - total < SPLIT_MAX || !queue.readable_now() {
-                break;
-            }
-        }
-        let now = Instant::now();
-        for (buf, &len) in bufs[..total].iter_mut().zip(&sizes[..total]) {
-            if let SealedFor::Ready(peer, n) = device.seal_cached(buf, len, now, tx, &mut cache) {
-                if !batch.fits(peer, n) {
-                    flush(&mut batch, device, tx, now);
-                }
-                batch.push(peer, &buf[..n], len > 0);
-            }
-            if batch_size == 1 {
-                flush(&mut batch, device, tx, now);
-            }
-        }
-        flush(&mut batch, device, tx, now);
-    }
-}
-
-/// pollfd entries waiting for input on `fds`, built once per socket set.
-fn pollfds(fds: impl Iterator<Item = std::os::fd::RawFd>) -> Vec<libc::pollfd> {
-    fds.map(|fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    })
-    .collect()
-}
-
-/// Waits up to `timeout` until one of `pfds` is readable.
-fn wait_readable(pfds: &mut [libc::pollfd], timeout: Duration) {
-    // SAFETY: pfds is a live array of pfds.len() pollfd structs for the whole call.
-    unsafe {
-        libc::poll(
-            pfds.as_mut_ptr(),
-            pfds.len() as libc::nfds_t,
-            timeout.as_millis() as libc::c_int,
-        );
-    }
-}
+use crate::datapath::paths::{Path, PathSocket, Paths};
+use crate::datapath::queueing::{Dispatcher, Writer};
+use crate::datapath::{guarded, pin_to, would_block, Io, MAX_PACKET};
+use crate::io::poll::PollSet;
+use crate::io::tun::{GROTable, TunQueue};
+use crate::io::uring::UringRx;
+use crate::multipath::path::Source;
+use crate::protocol::device::receive::{RxBatch, RxCache, PACKET_OFFSET};
+use crate::protocol::device::Device;
+use crate::protocol::noise::messages::{classify, Kind};
 
 /// How long the receive loop sleeps in poll(2) when nothing arrives; it also bounds how
 /// soon a replaced socket (listen port change) is noticed.
@@ -180,7 +30,7 @@ const RX_IDLE: Duration = Duration::from_millis(200);
 
 /// Receives on every path socket in ONE thread, and opens and writes what arrives, or
 /// has `decrypt_workers` threads (pinned like the TX workers) open it and write it back
-/// in receive order (see [`crate::queueing`]).
+/// in receive order (see [`crate::datapath::queueing`]).
 ///
 /// One receive thread, so that the first copy of each packet is the one delivered and
 /// packets reach the TUN in the order they arrived: each socket delivers in order, and a
@@ -202,7 +52,7 @@ pub fn rx_worker(
         let mut rx = Receiver::new(device, paths, Sink::inline(queue, batch_size));
         return receive_loop(&mut rx, paths, io, primary_only);
     }
-    let (dispatcher, workers, writer) = crate::queueing::queues(
+    let (dispatcher, workers, writer) = crate::datapath::queueing::queues(
         decrypt_workers,
         decrypt_workers * 2 + 2,
         batch_size,
@@ -249,7 +99,7 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool) {
             Io::Syscalls => None,
         };
         if let Some(mut rings) = rings {
-            let mut fds = pollfds(rings.iter().map(UringRx::ring_fd));
+            let mut fds = PollSet::readable(rings.iter().map(UringRx::ring_fd));
             while !replaced() {
                 let mut handled = 0;
                 for (ring, (path, _)) in rings.iter_mut().zip(&set) {
@@ -263,12 +113,12 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool) {
                 }
                 rx.flush();
                 if handled == 0 {
-                    wait_readable(&mut fds, RX_IDLE);
+                    fds.wait(RX_IDLE);
                 }
             }
             continue;
         }
-        let mut fds = pollfds(set.iter().map(|(_, s)| s.raw_fd()));
+        let mut fds = PollSet::readable(set.iter().map(|(_, s)| s.raw_fd()));
         let mut buf = vec![0u8; MAX_PACKET + 1];
         while !replaced() {
             let mut handled = 0;
@@ -284,7 +134,7 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool) {
             }
             rx.flush();
             if handled == 0 {
-                wait_readable(&mut fds, RX_IDLE);
+                fds.wait(RX_IDLE);
             }
         }
     }
@@ -404,7 +254,7 @@ impl<'a> Receiver<'a> {
         for datagram in payload.chunks_mut(segment) {
             if classify(datagram) != Some(Kind::Data) {
                 self.device
-                    .receive(src, datagram, Instant::now(), self.paths);
+                    .receive_handshake(src, datagram, Instant::now(), self.paths);
                 continue;
             }
             if self.batch().is_some_and(|b| b.is_full()) {
@@ -446,37 +296,4 @@ impl<'a> Receiver<'a> {
             }
         }
     }
-}
-
-/// Pins the calling thread to `core` (of those the process may use), if it exists.
-pub fn pin_to(core: usize) {
-    if let Some(ids) = core_affinity::get_core_ids() {
-        if !ids.is_empty() {
-            core_affinity::set_for_current(ids[core % ids.len()]);
-        }
-    }
-}
-
-/// Set when a worker thread panicked: the daemon then shuts down (cleanly, through the
-/// same path as SIGTERM) and exits nonzero, rather than run on with a dead worker.
-pub static WORKER_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Runs `f`; if it panics, logs it and asks the daemon to stop.
-fn guarded(name: &str, f: impl FnOnce()) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-        tracing::error!("worker thread {name} failed: shutting down");
-        WORKER_FAILED.store(true, Ordering::SeqCst);
-        // The main thread's signal loop then runs the normal shutdown.
-        let _ = signal_hook::low_level::raise(libc::SIGTERM);
-    }
-}
-
-/// Starts `f` on a named thread. If it panics, the panic is logged and the daemon is asked
-/// to stop.
-pub fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
-    let thread_name = name.clone();
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || guarded(&thread_name, f))
-        .expect("spawning a thread");
 }

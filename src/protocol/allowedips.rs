@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::cidr::Cidr;
+use crate::protocol::cidr::Cidr;
 
 #[derive(Clone)]
 struct Node<T> {

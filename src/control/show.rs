@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ipc::{SocketBindError, SocketServer};
-use crate::uapi::SOCKET_DIR;
+use crate::control::uapi::SOCKET_DIR;
+use crate::io::ipc::{SocketBindError, SocketServer};
 
 /// The control socket's file suffix.
 pub const SUFFIX: &str = "mpwg";

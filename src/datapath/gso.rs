@@ -4,13 +4,13 @@
 //! Pure logic: [`GsoBatch::push`] says when the batch must be flushed first; the caller
 //! sends. The rules are the kernel's: every segment but the last has the segment size,
 //! the last may be shorter (and then ends the batch), at most
-//! [`MAX_GSO_SEGMENTS`](crate::udp::MAX_GSO_SEGMENTS) segments and
-//! [`MAX_GSO_BYTES`](crate::udp::MAX_GSO_BYTES) bytes.
+//! [`MAX_GSO_SEGMENTS`](crate::io::udp::MAX_GSO_SEGMENTS) segments and
+//! [`MAX_GSO_BYTES`](crate::io::udp::MAX_GSO_BYTES) bytes.
 
 use std::sync::Arc;
 
-use crate::peer::Peer;
-use crate::udp::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
+use crate::io::udp::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
+use crate::protocol::peer::Peer;
 
 /// A batch of sealed messages to one peer.
 pub struct GsoBatch {
@@ -108,7 +108,7 @@ impl GsoBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::Key;
+    use crate::protocol::key::Key;
 
     fn peer(b: u8) -> Arc<Peer> {
         Arc::new(Peer::new(Key([b; 32]), None))

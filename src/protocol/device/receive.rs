@@ -12,7 +12,7 @@
 //! 3. opens the rest in place (no lock).
 //!
 //! [`Device::commit_batch`] must run on the batches in the order they were received
-//! (the writer's turn, [`crate::queueing`]):
+//! (the writer's turn, [`crate::datapath::queueing`]):
 //!
 //! 4. commits their counters (one lock): a copy that an earlier batch committed loses
 //!    here, after authentication, as a duplicate. Because batches commit in receive
@@ -27,15 +27,16 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use crate::allowedips::AllowedIps;
-use crate::device::{Device, EpochCache};
-use crate::noise::messages::{classify, le32, Kind, DATA_HEADER_LEN};
-use crate::path::{PathId, Source, Transmit};
-use crate::peer::Peer;
-use crate::session::Session;
-use crate::timers::REJECT_AFTER_TIME;
+use crate::multipath::path::{PathId, Source};
+use crate::protocol::allowedips::AllowedIps;
+use crate::protocol::device::{ip_info, Device, EpochCache};
+use crate::protocol::noise::messages::{classify, le32, Kind, DATA_HEADER_LEN};
+use crate::protocol::peer::Peer;
+use crate::protocol::session::Session;
+use crate::protocol::timers::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_TIMEOUT};
+use crate::protocol::transmit::Transmit;
 
 /// Where a decrypted packet starts in its buffer (after the data header it was opened
 /// behind). The TUN layer writes its vnet header in front of it.
@@ -456,5 +457,78 @@ impl Device {
         }
         b.ready = ready;
         b.allowed = Some(allowed);
+    }
+
+    /// What follows authenticated data from `peer` on `session`: the byte counter, the
+    /// peer's sources (where it roams), confirming a `next` session, the timers, and the
+    /// one late rekey. Called once per datagram by [`Device::receive`], and once per run
+    /// of one session's datagrams by [`Device::open_batch`]: `bytes` is the datagrams'
+    /// total, `data` whether any carried a packet (not a keepalive).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_authenticated(
+        &self,
+        peer: &Arc<Peer>,
+        session: &Arc<Session>,
+        sources: &[Source],
+        bytes: usize,
+        data: bool,
+        now: Instant,
+        tx: &dyn Transmit,
+    ) {
+        peer.count_rx(bytes);
+        for src in sources {
+            peer.saw_source(*src, now);
+        }
+        let confirmed = self.confirm_if_next(peer, session);
+        let late_rekey = {
+            let mut hs = peer.handshake.lock();
+            if confirmed {
+                hs.timers.on_handshake_complete();
+            }
+            hs.timers.on_authenticated_received(now);
+            if data {
+                hs.timers.on_data_received(now);
+            }
+            let late = session.initiator
+                && now.saturating_duration_since(session.created)
+                    > REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+                && !hs.sent_lastminute_handshake;
+            if late {
+                hs.sent_lastminute_handshake = true;
+            }
+            late
+        };
+        if confirmed {
+            *peer.last_handshake.lock() = Some(SystemTime::now());
+            if let Some(src) = sources.first() {
+                tracing::info!(peer = %peer.public_key.short(), endpoint = %src.addr, "handshake complete (peer initiated)");
+            }
+            self.flush_staged(peer, now, tx);
+        }
+        if late_rekey {
+            self.initiate(peer, now, tx, false);
+        }
+    }
+
+    /// Checks a decrypted packet (`plain`, with its padding) from `peer`: it must be IP,
+    /// no longer than what arrived, and its source in the peer's allowed IPs. Returns the
+    /// packet's length without padding; counts a drop otherwise.
+    pub(crate) fn inner_packet(
+        &self,
+        allowed: &AllowedIps<Arc<Peer>>,
+        peer: &Arc<Peer>,
+        plain: &[u8],
+    ) -> Option<usize> {
+        let Some((src_ip, ip_len)) = ip_info(plain, false) else {
+            self.drops.bad_source.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let ok = allowed.lookup(src_ip).is_some_and(|p| Arc::ptr_eq(p, peer));
+        if !ok || ip_len > plain.len() || ip_len == 0 {
+            self.drops.bad_source.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(peer = %peer.public_key.short(), %src_ip, "inner source not in the peer's allowed IPs");
+            return None;
+        }
+        Some(ip_len)
     }
 }

@@ -12,9 +12,9 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
-use crate::noise::handshake::SessionKeys;
-use crate::noise::messages::{data, le64, DATA_HEADER_LEN, TYPE_DATA};
-use crate::replay::ReplayWindow;
+use crate::protocol::noise::handshake::SessionKeys;
+use crate::protocol::noise::messages::{data, le64, DATA_HEADER_LEN, TYPE_DATA};
+use crate::protocol::replay::ReplayWindow;
 
 /// Bytes in front of a packet that sealing writes the header into.
 pub const HEADROOM: usize = DATA_HEADER_LEN;
@@ -41,9 +41,6 @@ pub enum SealError {
 /// Why a data message was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OpenError {
-    /// The counter is already in the replay window, or behind it.
-    #[error("replayed or too old")]
-    Replay,
     /// The tag did not verify.
     #[error("does not decrypt")]
     Decrypt,
@@ -140,11 +137,6 @@ impl Session {
         le64(msg, data::COUNTER)
     }
 
-    /// True if the replay window already holds `counter`: drop before decrypting.
-    pub fn already_seen(&self, counter: u64) -> bool {
-        self.replay.lock().seen(counter)
-    }
-
     /// Checks that a copy the replay window refused is authentic and recent (among the
     /// last [`RECENT_COPY`] counters), by decrypting it in place without touching the
     /// window. A path learns the peer's address from such a copy: a fresh duplicate is
@@ -157,19 +149,6 @@ impl Session {
         self.recv_key
             .open_in_place(nonce(counter), Aad::empty(), &mut msg[HEADROOM..])
             .is_ok()
-    }
-
-    /// Opens a data message in place. Returns the range of the plaintext (with its
-    /// padding) inside `msg`.
-    pub fn open(&self, msg: &mut [u8]) -> Result<Range<usize>, OpenError> {
-        if self.already_seen(Self::counter_of(msg)) {
-            return Err(OpenError::Replay);
-        }
-        let plain = self.decrypt(msg)?;
-        if !self.replay.lock().commit(Self::counter_of(msg)) {
-            return Err(OpenError::Replay);
-        }
-        Ok(plain)
     }
 
     /// Decrypts a data message in place without consulting the replay window: the caller
@@ -199,6 +178,20 @@ impl Session {
 mod tests {
     use super::*;
 
+    /// What the receive path does for one message: the window is checked, the message
+    /// decrypted, the counter committed. None if the window refuses it.
+    fn open(s: &Session, msg: &mut [u8]) -> Option<Result<Range<usize>, OpenError>> {
+        let counter = Session::counter_of(msg);
+        if s.replay_window().seen(counter) {
+            return None;
+        }
+        let plain = s.decrypt(msg);
+        if plain.is_ok() && !s.replay_window().commit(counter) {
+            return None;
+        }
+        Some(plain)
+    }
+
     fn pair() -> (Session, Session) {
         let now = Instant::now();
         let a = SessionKeys {
@@ -225,7 +218,7 @@ mod tests {
         buf[HEADROOM..HEADROOM + 100].copy_from_slice(&[0xab; 100]);
         let n = a.seal(&mut buf, 100, 1420).unwrap();
         assert_eq!(n, 16 + 112 + 16);
-        let r = b.open(&mut buf[..n]).unwrap();
+        let r = open(&b, &mut buf[..n]).unwrap().unwrap();
         assert_eq!(r.len(), 112);
         assert_eq!(&buf[r.start..r.start + 100], &[0xab; 100][..]);
         assert!(buf[r.start + 100..r.end].iter().all(|&x| x == 0));
@@ -237,10 +230,10 @@ mod tests {
         let mut buf = vec![0u8; 64];
         let n = a.seal(&mut buf, 0, 1420).unwrap();
         let copy = buf[..n].to_vec();
-        assert!(b.open(&mut buf[..n]).is_ok());
+        assert!(open(&b, &mut buf[..n]).unwrap().is_ok());
         let mut again = copy.clone();
-        assert_eq!(b.open(&mut again), Err(OpenError::Replay));
-        assert!(b.already_seen(0));
+        assert_eq!(open(&b, &mut again), None);
+        assert!(b.replay_window().seen(0));
     }
 
     #[test]
@@ -254,7 +247,7 @@ mod tests {
             msgs.push(buf);
         }
         for m in &msgs {
-            assert!(b.open(&mut m.clone()).is_ok());
+            assert!(open(&b, &mut m.clone()).unwrap().is_ok());
         }
         assert!(b.authenticate_recent_copy(&mut msgs[199].clone()));
         assert!(b.authenticate_recent_copy(&mut msgs[150].clone()));
@@ -274,10 +267,10 @@ mod tests {
         let n = a.seal(&mut buf, 10, 1420).unwrap();
         let good = buf[..n].to_vec();
         buf[20] ^= 1;
-        assert_eq!(b.open(&mut buf[..n]), Err(OpenError::Decrypt));
+        assert_eq!(open(&b, &mut buf[..n]), Some(Err(OpenError::Decrypt)));
         let mut good = good;
         assert!(
-            b.open(&mut good).is_ok(),
+            open(&b, &mut good).is_some_and(|r| r.is_ok()),
             "a forgery must not burn the counter"
         );
     }

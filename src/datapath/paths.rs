@@ -15,23 +15,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use crate::endpoint::{Destinations, DEFAULT_WINDOW};
-use crate::path::{PathId, Source, Transmit};
-use crate::peer::Peer;
-use crate::udp::{self, SocketOptions, UdpError};
-use crate::uring::UringTx;
+use crate::io::udp::{self, SocketOptions, UdpError};
+use crate::io::uring::UringTx;
+use crate::multipath::endpoint::{Destinations, DEFAULT_WINDOW};
+use crate::multipath::path::{Interface, PathId, Source};
+use crate::multipath::scheduler;
+use crate::protocol::peer::Peer;
+use crate::protocol::transmit::Transmit;
 
 /// Send and receive buffer size of a path socket, in bytes.
 const SOCKET_BUFFER: i32 = 8 << 20;
-
-/// An interface a path is bound to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interface {
-    /// Interface name.
-    pub name: String,
-    /// Interface index.
-    pub index: u32,
-}
 
 /// Counters of one path.
 #[derive(Debug, Default)]
@@ -330,11 +323,10 @@ impl Paths {
         (n > 0).then(|| self.epoch.elapsed().saturating_sub(Duration::from_nanos(n)))
     }
 
-    /// The paths a packet goes out on now: every path that is up (duplicate mode); if
-    /// netlink says none is, every path, so a stale state never silences the tunnel.
+    /// The paths a packet goes out on now, as the scheduler decides from their states.
     fn live(&self) -> impl Iterator<Item = &Arc<Path>> {
-        let any_up = self.paths.iter().any(|p| p.is_up());
-        self.paths.iter().filter(move |p| p.is_up() || !any_up)
+        let set = scheduler::duplicate(self.paths.iter().map(|p| p.is_up()));
+        self.paths.iter().filter(move |p| set.contains(p.id))
     }
 }
 
@@ -430,8 +422,8 @@ impl Transmit for Paths {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::Key;
-    use crate::uring::alloc_count::allocations_in;
+    use crate::io::uring::alloc_count::allocations_in;
+    use crate::protocol::key::Key;
 
     fn receiver() -> UdpSocket {
         let r = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -1,0 +1,117 @@
+//! The TX workers: one per TUN queue (per core, pinned). Each reads a batch of packets
+//! (TSO super-packets split by the TUN layer, each with headroom for the WireGuard
+//! header), seals each in place ([`Device::seal_cached`]), coalesces runs of equal-size
+//! messages to one peer ([`GsoBatch`]), and hands each run to the paths as one UDP GSO
+//! send per path socket ([`Paths::send_segments_via`]).
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use crate::datapath::gso::GsoBatch;
+use crate::datapath::paths::Paths;
+use crate::datapath::{would_block, Io, MAX_PACKET, SPLIT_MAX};
+use crate::io::tun::{TunQueue, VIRTIO_NET_HDR_LEN};
+use crate::io::uring::UringTx;
+use crate::multipath::path::Source;
+use crate::protocol::device::{Device, SealedFor, SendCache};
+use crate::protocol::peer::Peer;
+use crate::protocol::session::{HEADROOM, TAILROOM};
+use crate::protocol::transmit::Transmit;
+
+/// A TX worker's way to send: its own io_uring, over the tunnel's paths.
+struct UringTransmit<'a> {
+    paths: &'a Paths,
+    ring: RefCell<UringTx>,
+}
+
+impl Transmit for UringTransmit<'_> {
+    fn send_to_peer(&self, peer: &Peer, d: &[u8]) -> bool {
+        self.send_segments_to_peer(peer, d, d.len())
+    }
+
+    fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
+        self.paths
+            .send_segments_via(&mut self.ring.borrow_mut(), peer, segments, segment)
+    }
+
+    fn send_to(&self, dst: Source, d: &[u8]) -> bool {
+        self.paths.send_to(dst, d)
+    }
+}
+
+/// Sends the batch, reports it to the device, and empties it.
+fn flush(batch: &mut GsoBatch, device: &Device, tx: &dyn Transmit, now: Instant) {
+    if let Some(r) = batch.ready() {
+        let ok = tx.send_segments_to_peer(r.peer, r.bytes, r.segment);
+        device.note_sent(r.peer, r.bytes.len(), r.data_packets, ok, now, tx);
+    }
+    batch.clear();
+}
+
+/// Reads the TUN queue, seals, sends. Runs until the process ends.
+pub fn tx_worker(queue: &TunQueue, device: &Device, paths: &Paths, batch_size: usize, io: Io) {
+    match io {
+        Io::Syscalls => tx_loop(queue, device, paths, batch_size),
+        Io::Uring => match UringTx::new(256) {
+            Ok(ring) => {
+                let tx = UringTransmit {
+                    paths,
+                    ring: RefCell::new(ring),
+                };
+                tx_loop(queue, device, &tx, batch_size)
+            }
+            Err(e) => {
+                tracing::error!("cannot set up the TX io_uring ({e}): using plain system calls");
+                tx_loop(queue, device, paths, batch_size)
+            }
+        },
+    }
+}
+
+fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usize) {
+    let batch_size = batch_size.max(1);
+    let slots = batch_size.max(SPLIT_MAX);
+    let mut scratch = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
+    let mut bufs: Vec<Vec<u8>> = (0..slots)
+        .map(|_| vec![0u8; HEADROOM + MAX_PACKET + TAILROOM])
+        .collect();
+    let mut sizes = vec![0usize; slots];
+    let mut batch = GsoBatch::default();
+    let mut cache = SendCache::default();
+    loop {
+        let mut total = 0;
+        loop {
+            match queue.recv_batch(
+                &mut scratch,
+                &mut bufs[total..],
+                &mut sizes[total..],
+                HEADROOM,
+            ) {
+                Ok(n) => total += n,
+                Err(e) if would_block(&e) => {}
+                Err(e) => {
+                    tracing::warn!("TUN read failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            // Keep reading while packets wait, up to the batch size, leaving room for a
+            // whole super-packet's split.
+            if total >= batch_size || slots - total < SPLIT_MAX || !queue.readable_now() {
+                break;
+            }
+        }
+        let now = Instant::now();
+        for (buf, &len) in bufs[..total].iter_mut().zip(&sizes[..total]) {
+            if let SealedFor::Ready(peer, n) = device.seal_cached(buf, len, now, tx, &mut cache) {
+                if !batch.fits(peer, n) {
+                    flush(&mut batch, device, tx, now);
+                }
+                batch.push(peer, &buf[..n], len > 0);
+            }
+            if batch_size == 1 {
+                flush(&mut batch, device, tx, now);
+            }
+        }
+        flush(&mut batch, device, tx, now);
+    }
+}

@@ -1,0 +1,456 @@
+//! The send side: one buffer to many sockets in a single `io_uring_enter`, one
+//! `IORING_OP_SENDMSG` per destination with an optional `UDP_SEGMENT` cmsg, and no copy
+//! of the payload.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// One send of [`UringTx::send_all`]: `buf` to `dst` through socket `fd`.
+#[derive(Debug, Clone, Copy)]
+pub struct Send<'a> {
+    /// The socket.
+    pub fd: RawFd,
+    /// The destination.
+    pub dst: SocketAddr,
+    /// `fd` is an `AF_INET6` socket: IPv4 destinations are sent to `::ffff:a.b.c.d`.
+    pub v6_socket: bool,
+    /// The payload (one datagram, or several of `segment` bytes each).
+    pub buf: &'a [u8],
+    /// GSO segment size: when `0 < segment < buf.len()`, `buf` goes out as datagrams of
+    /// `segment` bytes (the last one shorter) with a `UDP_SEGMENT` cmsg. At most 65535.
+    pub segment: usize,
+}
+
+/// `UDP_SEGMENT` control message.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct SegmentCmsg {
+    hdr: libc::cmsghdr,
+    segment: u16,
+    _pad: [u8; 6],
+}
+
+const _: () = assert!(mem::offset_of!(SegmentCmsg, segment) == CMSG_DATA_OFFSET);
+const _: () = assert!(mem::size_of::<SegmentCmsg>() >= SEGMENT_CMSG_SPACE);
+
+/// Room for either socket address.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union SockAddrBuf {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+}
+
+/// What one in-flight `sendmsg` points to.
+#[repr(C)]
+pub(super) struct TxSlot {
+    msg: libc::msghdr,
+    iov: libc::iovec,
+    addr: SockAddrBuf,
+    control: SegmentCmsg,
+}
+
+/// One destination of a [`TxBatch`]: which socket, where to, and the caller's tag.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target {
+    fd: RawFd,
+    v6_socket: bool,
+    dst: SocketAddr,
+    tag: usize,
+}
+
+/// A socket kept open while a send on it is in flight (so that its descriptor cannot be closed
+/// and reused for another file meanwhile).
+pub(super) type KeepOpen = Arc<dyn AsRawFd + std::marker::Send + std::marker::Sync>;
+
+/// One io_uring for batched sends, for one sending thread.
+///
+/// Besides the ring, it keeps the storage a [`TxBatch`] is built in: those vectors are
+/// cleared, never shrunk, so once they have grown to the largest batch seen, sending a batch
+/// allocates nothing.
+pub struct UringTx {
+    io: TxRing,
+    /// The destinations of the current batch.
+    targets: Vec<Target>,
+    /// The sockets of the current batch, one per target; emptied once its sends completed.
+    keep: Vec<KeepOpen>,
+    /// The outcome of each target's send.
+    results: Vec<io::Result<usize>>,
+}
+
+/// The part of [`UringTx`] that talks to the kernel: the ring and the memory its requests
+/// point to.
+pub(super) struct TxRing {
+    // Drops before `slots`: no request can outlive the memory it points to.
+    ring: IoUring,
+    /// One slot per submission queue entry; boxed, so addresses are stable.
+    slots: Box<[TxSlot]>,
+    /// Which slots of the current chunk have completed.
+    done: Box<[bool]>,
+    /// Set when the ring failed in a way that may have left requests queued: no further
+    /// submissions are made.
+    broken: Option<i32>,
+}
+
+// SAFETY: the raw pointers in `slots` point into `slots` itself or, during a send only, into
+// the caller's buffers; they are written and used only through `&mut self`, and nothing is tied
+// to the creating thread.
+unsafe impl std::marker::Send for TxRing {}
+
+impl UringTx {
+    /// Sets up a ring of `entries` submission queue entries (rounded up to a power of two by the
+    /// kernel): that many sends go in one system call.
+    pub fn new(entries: u32) -> io::Result<UringTx> {
+        // SUBMIT_ALL: one bad request (e.g. a closed fd) must not stop the rest of the batch.
+        let ring: IoUring = IoUring::builder()
+            .setup_submit_all()
+            .setup_clamp()
+            .build(entries.max(1))
+            .map_err(|e| context("io_uring setup", e))?;
+        let n = ring.params().sq_entries() as usize;
+        let slots = (0..n)
+            .map(|_| {
+                // SAFETY: TxSlot is made of C structs of integers and pointers (and a union of
+                // two such), for which all-zero is a valid value.
+                unsafe { mem::zeroed::<TxSlot>() }
+            })
+            .collect();
+        Ok(UringTx {
+            io: TxRing {
+                ring,
+                slots,
+                done: vec![false; n].into_boxed_slice(),
+                broken: None,
+            },
+            targets: Vec::new(),
+            keep: Vec::new(),
+            results: Vec::new(),
+        })
+    }
+
+    /// How many sends go in one system call.
+    pub fn capacity(&self) -> usize {
+        self.io.slots.len()
+    }
+
+    /// Sends every element of `sends`, storing each outcome in the same index of `results`:
+    /// `Ok(bytes)` or the `sendmsg` error (`EAGAIN` when the socket buffer is full: sends never
+    /// wait). All sends go in one `io_uring_enter` (in chunks of [`UringTx::capacity`] when
+    /// there are more); the call returns once every one has completed.
+    ///
+    /// Only the first `min(sends.len(), results.len())` elements are considered. Each `fd`
+    /// must stay open until the call returns.
+    pub fn send_all(&mut self, sends: &[Send], results: &mut [io::Result<usize>]) {
+        let n = sends.len().min(results.len());
+        self.io.send(n, |i| sends[i], &mut results[..n]);
+    }
+
+    /// Starts a batch: one payload sent to many sockets, built with [`TxBatch::push`] and sent
+    /// with [`TxBatch::send`]. The batch lives in storage this ring keeps from one batch to the
+    /// next, so that a steady stream of batches allocates nothing.
+    pub fn batch(&mut self) -> TxBatch<'_> {
+        self.targets.clear();
+        self.keep.clear();
+        self.results.clear();
+        TxBatch { tx: Some(self) }
+    }
+}
+
+/// A batch of sends of one payload, each to its own socket and destination, built in the
+/// storage of a [`UringTx`] ([`UringTx::batch`]). Dropping it unsent releases its sockets.
+pub struct TxBatch<'r> {
+    /// Always `Some` until [`TxBatch::send`] takes it.
+    tx: Option<&'r mut UringTx>,
+}
+
+impl<'r> TxBatch<'r> {
+    /// Adds a send through `sock` (an `AF_INET6` socket when `v6_socket`: IPv4 destinations
+    /// then go to `::ffff:a.b.c.d`) to `dst`. `tag` is the caller's, given back with the
+    /// outcome. The batch holds a reference to `sock` until its sends have completed, so the
+    /// socket stays open while the kernel uses it.
+    pub fn push<S>(&mut self, sock: &Arc<S>, v6_socket: bool, dst: SocketAddr, tag: usize)
+    where
+        S: AsRawFd + std::marker::Send + std::marker::Sync + 'static,
+    {
+        let Some(tx) = self.tx.as_deref_mut() else {
+            return;
+        };
+        tx.targets.push(Target {
+            fd: sock.as_raw_fd(),
+            v6_socket,
+            dst,
+            tag,
+        });
+        tx.keep.push(sock.clone());
+    }
+
+    /// Sends `buf` to every target, as datagrams of `segment` bytes with UDP GSO when
+    /// `0 < segment < buf.len()` (see [`Send::segment`]), all in one `io_uring_enter` (in chunks
+    /// of [`UringTx::capacity`] when there are more), and returns once every send completed.
+    /// Yields, in the order of [`TxBatch::push`], each target's tag, destination and outcome:
+    /// `Ok(bytes)` or the `sendmsg` error, as [`UringTx::send_all`] says.
+    pub fn send(
+        mut self,
+        buf: &[u8],
+        segment: usize,
+    ) -> impl Iterator<Item = (usize, SocketAddr, io::Result<usize>)> + 'r {
+        let tx = self.tx.take().expect("a batch is sent once");
+        let UringTx {
+            io,
+            targets,
+            keep,
+            results,
+        } = tx;
+        results.resize_with(targets.len(), || Ok(0));
+        io.send(
+            targets.len(),
+            |i| {
+                let t = &targets[i];
+                Send {
+                    fd: t.fd,
+                    dst: t.dst,
+                    v6_socket: t.v6_socket,
+                    buf,
+                    segment,
+                }
+            },
+            results,
+        );
+        // Every send has completed: the sockets may close now.
+        keep.clear();
+        targets
+            .iter()
+            .zip(results.drain(..))
+            .map(|(t, r)| (t.tag, t.dst, r))
+    }
+}
+
+impl Drop for TxBatch<'_> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            tx.keep.clear();
+        }
+    }
+}
+
+impl TxRing {
+    /// Sends `send_at(i)` for every `i < n`, storing each outcome in `results[i]`, in chunks
+    /// of at most one submission queue.
+    pub(super) fn send<'b>(
+        &mut self,
+        n: usize,
+        send_at: impl Fn(usize) -> Send<'b>,
+        results: &mut [io::Result<usize>],
+    ) {
+        let cap = self.slots.len();
+        let mut start = 0;
+        while start < n {
+            let len = (n - start).min(cap);
+            self.send_chunk(|i| send_at(start + i), &mut results[start..start + len]);
+            start += len;
+        }
+    }
+
+    /// Sends `send_at(i)` for every index of `results` (at most one submission queue) and
+    /// stores each outcome there.
+    pub(super) fn send_chunk<'b>(
+        &mut self,
+        send_at: impl Fn(usize) -> Send<'b>,
+        results: &mut [io::Result<usize>],
+    ) {
+        let n = results.len();
+        if let Some(errno) = self.broken {
+            for r in results.iter_mut() {
+                *r = Err(io::Error::from_raw_os_error(errno));
+            }
+            return;
+        }
+        let mut pushed = 0usize;
+        for (i, r) in results.iter_mut().enumerate() {
+            let s = send_at(i);
+            self.done[i] = true;
+            let slot = &mut self.slots[i];
+            if let Err(e) = fill_slot(slot, &s) {
+                *r = Err(e);
+                continue;
+            }
+            let sqe = opcode::SendMsg::new(types::Fd(s.fd), &slot.msg)
+                .flags(libc::MSG_DONTWAIT as u32)
+                .build()
+                .user_data(i as u64);
+            // SAFETY: the msghdr and what it points to (this slot's iovec, address and cmsg, and
+            // the caller's `s.buf`) stay valid and unchanged until this request completes: the
+            // slot is not touched again, and the send (which borrows `s.buf` for `'b`) does not
+            // return, until its completion has been reaped below.
+            if unsafe { self.ring.submission().push(&sqe) }.is_err() {
+                // Cannot happen: the chunk is no larger than the queue, which is empty here.
+                *r = Err(io::Error::other("io_uring submission queue full"));
+                continue;
+            }
+            self.done[i] = false;
+            pushed += 1;
+        }
+
+        let mut completed = 0usize;
+        let mut tries = 0u32;
+        while completed < pushed {
+            match self.ring.submit_and_wait(pushed - completed) {
+                Ok(_) => {}
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) if tries < 1000 => {
+                        tries += 1;
+                        if tries > 10 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    errno => {
+                        let errno = errno.unwrap_or(libc::EIO);
+                        self.give_up(errno, n, results, &mut completed);
+                        return;
+                    }
+                },
+            }
+            for cqe in self.ring.completion() {
+                let i = cqe.user_data() as usize;
+                if i < n && !self.done[i] {
+                    self.done[i] = true;
+                    completed += 1;
+                    let res = cqe.result();
+                    results[i] = if res >= 0 {
+                        Ok(res as usize)
+                    } else {
+                        Err(io::Error::from_raw_os_error(-res))
+                    };
+                }
+            }
+        }
+    }
+
+    /// The ring failed hard while sends were pending: stop using it, make sure nothing the
+    /// kernel already took is still in flight, and fail the rest.
+    pub(super) fn give_up(
+        &mut self,
+        errno: i32,
+        n: usize,
+        results: &mut [io::Result<usize>],
+        completed: &mut usize,
+    ) {
+        tracing::error!(errno, "io_uring send ring failed: no further sends on it");
+        self.broken = Some(errno);
+        // Requests still in the submission queue are never submitted (no further enter, and
+        // the ring closes on drop). Those the kernel took complete inline (MSG_DONTWAIT); reap
+        // them, giving task work a chance to run.
+        let taken = (0..n)
+            .filter(|&i| !self.done[i])
+            .count()
+            .saturating_sub(self.ring.submission().len());
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut reaped = 0;
+        while reaped < taken && Instant::now() < deadline {
+            for cqe in self.ring.completion() {
+                let i = cqe.user_data() as usize;
+                if i < n && !self.done[i] {
+                    self.done[i] = true;
+                    *completed += 1;
+                    reaped += 1;
+                    let res = cqe.result();
+                    results[i] = if res >= 0 {
+                        Ok(res as usize)
+                    } else {
+                        Err(io::Error::from_raw_os_error(-res))
+                    };
+                }
+            }
+            if reaped < taken {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for (done, r) in self.done.iter_mut().zip(results.iter_mut()).take(n) {
+            if !*done {
+                *done = true;
+                *r = Err(io::Error::from_raw_os_error(errno));
+            }
+        }
+    }
+}
+
+/// Fills `slot` for send `s`: destination, iovec, optional `UDP_SEGMENT` cmsg.
+pub(super) fn fill_slot(slot: &mut TxSlot, s: &Send) -> io::Result<()> {
+    let namelen = match (s.dst, s.v6_socket) {
+        (SocketAddr::V4(a), false) => {
+            slot.addr.v4 = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        (SocketAddr::V4(a), true) => {
+            slot.addr.v6 = sockaddr_in6(a.ip().to_ipv6_mapped(), a.port(), 0, 0);
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+        (SocketAddr::V6(a), true) => {
+            slot.addr.v6 = sockaddr_in6(*a.ip(), a.port(), a.flowinfo(), a.scope_id());
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+        (SocketAddr::V6(a), false) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => {
+                return fill_slot(
+                    slot,
+                    &Send {
+                        dst: SocketAddr::V4(SocketAddrV4::new(v4, a.port())),
+                        ..*s
+                    },
+                )
+            }
+            None => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+        },
+    };
+    slot.iov = libc::iovec {
+        iov_base: s.buf.as_ptr() as *mut libc::c_void,
+        iov_len: s.buf.len(),
+    };
+    slot.msg.msg_name = ptr::addr_of_mut!(slot.addr).cast();
+    slot.msg.msg_namelen = namelen as libc::socklen_t;
+    slot.msg.msg_iov = &mut slot.iov;
+    slot.msg.msg_iovlen = 1;
+    slot.msg.msg_flags = 0;
+    if s.segment > 0 && s.segment < s.buf.len() {
+        let segment = u16::try_from(s.segment).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("UDP GSO segment size {} exceeds 65535", s.segment),
+            )
+        })?;
+        slot.control.hdr.cmsg_len = SEGMENT_CMSG_LEN as _;
+        slot.control.hdr.cmsg_level = SOL_UDP;
+        slot.control.hdr.cmsg_type = UDP_SEGMENT;
+        slot.control.segment = segment;
+        slot.msg.msg_control = ptr::addr_of_mut!(slot.control).cast();
+        slot.msg.msg_controllen = SEGMENT_CMSG_SPACE as _;
+    } else {
+        slot.msg.msg_control = ptr::null_mut();
+        slot.msg.msg_controllen = 0;
+    }
+    Ok(())
+}
+
+pub(super) fn sockaddr_in6(
+    ip: Ipv6Addr,
+    port: u16,
+    flowinfo: u32,
+    scope_id: u32,
+) -> libc::sockaddr_in6 {
+    libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: port.to_be(),
+        sin6_flowinfo: flowinfo.to_be(),
+        sin6_addr: libc::in6_addr {
+            s6_addr: ip.octets(),
+        },
+        sin6_scope_id: scope_id,
+    }
+}

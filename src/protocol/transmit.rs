@@ -1,0 +1,27 @@
+//! How the core sends: the trait behind which the datapath's sockets (or a test's
+//! capture) stand. The core never knows how many sockets or interfaces there are.
+
+use crate::multipath::path::Source;
+use crate::protocol::peer::Peer;
+
+/// How the core sends: the daemon's sockets, or a test's capture.
+pub trait Transmit {
+    /// Sends `datagram` to `peer` at the endpoint(s) the peer is known by. Returns true if
+    /// at least one path took it.
+    fn send_to_peer(&self, peer: &Peer, datagram: &[u8]) -> bool;
+
+    /// Sends `segments`: datagrams of `segment` bytes each, back to back (the last may be
+    /// shorter), to `peer`, in as few system calls as the paths allow (UDP GSO). Returns
+    /// true if at least one path took them.
+    fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
+        let mut ok = false;
+        for d in segments.chunks(segment.max(1)) {
+            ok |= self.send_to_peer(peer, d);
+        }
+        ok
+    }
+
+    /// Sends `datagram` back to where a datagram came from (a cookie reply, which must not
+    /// go to a peer's endpoint, since the sender is not yet authenticated).
+    fn send_to(&self, dst: Source, datagram: &[u8]) -> bool;
+}
