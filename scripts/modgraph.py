@@ -16,7 +16,8 @@ The checks:
     so there is no cycle between them;
   * inside a folder, its modules have no import cycle;
   * no .rs file in src/ has more than 900 lines;
-  * `unsafe` appears only under src/io/.
+  * `unsafe` appears only under src/io/;
+  * every src/ (and tests/, scripts/) path ARCHITECTURE.md names exists.
 It needs nothing but Python 3.
 """
 import os
@@ -131,13 +132,24 @@ def main():
         if cycle:
             problems.append(f"import cycle inside {folder}/: {' -> '.join(cycle)}")
 
+    arch = os.path.join(ROOT, "..", "ARCHITECTURE.md")
+    if os.path.exists(arch):
+        with open(arch) as f:
+            named = set(re.findall(r"\b((?:src|tests|scripts)/[A-Za-z0-9_./-]*[A-Za-z0-9_/])", f.read()))
+        for n in sorted(named):
+            if not os.path.exists(os.path.join(ROOT, "..", n)):
+                problems.append(f"ARCHITECTURE.md names {n}, which does not exist")
+    else:
+        problems.append("ARCHITECTURE.md is missing")
+
     print()
     if problems:
         for p in problems:
             print(f"FAIL: {p}")
         return 1
     print(f"OK: {len(tops)} top-level modules, imports only downward, no cycle inside a "
-          f"folder, no file over {MAX_LINES} lines, unsafe only in src/io/")
+          f"folder, no file over {MAX_LINES} lines, unsafe only in src/io/, "
+          f"ARCHITECTURE.md names only paths that exist")
     return 0
 
 

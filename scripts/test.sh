@@ -36,6 +36,9 @@ for sock in /var/run/wireguard/mpwt*.sock; do
 done
 shopt -u nullglob
 
+step "module graph and shape (scripts/modgraph.py)"
+python3 scripts/modgraph.py
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
