@@ -54,7 +54,9 @@ step "cargo test --release $*"
 cargo test --release "$@"
 
 # The network suites again, once per datapath configuration: every daemon a test
-# starts gets these extra arguments (tests/common reads MPWG_TEST_ARGS).
+# starts gets these extra arguments (tests/common reads MPWG_TEST_ARGS). The
+# hardening suite (floods, replays, reloads) ran once above: it does not exercise
+# the datapath's variants.
 if [[ $# -eq 0 ]]; then
     for cfg in "--cores 1 --batch 1" "--cores 1 --batch 64" "--cores 2 --batch 1" "--cores 2 --batch 64"; do
         step "network tests with mpwg up $cfg"

@@ -212,7 +212,6 @@ fn options(iface: Option<&Interface>, port: u16, fwmark: u32) -> SocketOptions {
     SocketOptions {
         port,
         device: iface.map(|i| i.name.clone()),
-        reuse_port: iface.is_some(),
         fwmark,
     }
 }

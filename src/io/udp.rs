@@ -52,13 +52,17 @@ pub struct SocketOptions {
     pub port: u16,
     /// Interface to bind to (SO_BINDTODEVICE).
     pub device: Option<String>,
-    /// SO_REUSEPORT, so several path sockets share the port.
-    pub reuse_port: bool,
     /// SO_MARK (0: none).
     pub fwmark: u32,
 }
 
 /// Opens a UDP socket: IPv6 dual-stack where the kernel has IPv6, IPv4 otherwise.
+///
+/// No `SO_REUSEPORT`: the path sockets of one tunnel share their port because each is
+/// bound to its own interface (`SO_BINDTODEVICE` before `bind`), and Linux lets sockets
+/// bound to different devices hold one port. A second daemon (or any other socket) on
+/// that port and one of those interfaces, or unbound, then gets `EADDRINUSE`, "port in
+/// use", instead of silently sharing the port and stealing half its datagrams.
 pub fn open(opts: &SocketOptions) -> Result<UdpSocket, UdpError> {
     let port = opts.port;
     let io_err = |step, source| UdpError::Io { port, step, source };
@@ -77,10 +81,6 @@ pub fn open(opts: &SocketOptions) -> Result<UdpSocket, UdpError> {
     if v6 {
         setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)
             .map_err(|e| io_err("IPV6_V6ONLY", e))?;
-    }
-    if opts.reuse_port {
-        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
-            .map_err(|e| io_err("SO_REUSEPORT", e))?;
     }
     if let Some(dev) = &opts.device {
         // SAFETY: the option value is the device name's bytes and their exact length.
