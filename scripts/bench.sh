@@ -4,11 +4,15 @@
 #
 #   sudo scripts/bench.sh [--quick] [--rounds N] [--duration S] [--cores N] [--batch N]
 #                         [--out DIR] [--only ID,ID,...] [--perf[=ID,ID,...]] [--no-build]
-#                         [--mpwg-args "ARGS"]
+#                         [--mpwg-args "ARGS"] [--wireguard-go PATH]
 #
 # Systems (ids for --only):
-#   raw   raw veth, no tunnel (the ceiling of the box)
-#   wggo  Debian's wireguard-go at both ends
+#   raw   raw veth, no tunnel (the kernel's part of the box's ceiling)
+#   wggo  Debian's wireguard-go at both ends (0.0.20220316: no offloads; the interop peer)
+#   wgn   another wireguard-go at both ends, given with --wireguard-go PATH (or the
+#         environment variable MPWG_BENCH_WIREGUARD_GO), e.g. the newest release, with
+#         TUN TSO/GRO and UDP GSO/GRO (`go install golang.zx2c4.com/wireguard@latest`)
+#   gt    GotaTun at both ends (Mullvad's Rust fork of boringtun; cargo install, pinned)
 #   bt    boringtun-cli at both ends, --threads 1 (its best setting on 2 cores)
 #   bt4   boringtun-cli at both ends, its default 4 threads (full run only, or --only)
 #   m1    mpwg at both ends, 1 path
@@ -30,19 +34,28 @@
 #   udp1400  iperf3 UDP -b 0, 1400-byte IP packets (1372 B payload)
 # and for every test the CPU time (utime+stime from /proc/PID/stat) of both daemons.
 #
+# and once per round, before the systems: the crypto ceiling, one core sealing and opening
+# 1420-byte packets with mpwg's session for 0.5 s each (examples/crypto_rate.rs).
+#
+# Every ratio is against the best anchor (wggo, wgn, gt, bt, bt4) measured in the same
+# run for that figure; the spread of a ratio is the min-max of its per-round ratios
+# (systems are interleaved within a round, so a round's ratio shares its machine state).
+#
 # Output (default target/bench/YYYYmmdd-HHMMSS/, and target/bench/latest):
-#   results.md    markdown tables: medians (min-max), ratios, goals
+#   results.md    markdown tables: medians (min-max), ratios to the best anchor, the
+#                 box's ceiling, goals
 #   results.json  everything, per round; results.csv the same, flat
 #   chart.png     goodput and CPU per GB for each system
 #   raw/          iperf3 JSON and ping logs of every test; logs/ the daemons' output
 #   perf-ID.txt   with --perf: `perf record -e cpu-clock -g -a` of a 1-stream TCP test
-#                 through m1, wggo and bt (or the systems named), with its perf-ID.data
+#                 through m1, wgn and gt (or the systems named), with its perf-ID.data
 #
 # --quick: 2 rounds of 2 s per test (under 3 minutes); default: 5 rounds of 4 s
 # (under 15 minutes). --cores and --batch are handed to `mpwg up` when it knows them;
 # --mpwg-args adds any other options to every `mpwg up` (e.g. "--io syscalls").
 # Needs root. Installs what is missing (apt: iperf3 wireguard-go wireguard-tools;
-# cargo install boringtun-cli, pinned; a Python venv with hdrhistogram and matplotlib).
+# cargo install boringtun-cli and gotatun-cli, pinned; a Python venv with hdrhistogram
+# and matplotlib).
 # Everything it creates (namespaces, daemons, sockets) is removed on exit, even on failure.
 set -euo pipefail
 shopt -s nullglob
@@ -52,6 +65,9 @@ HELPER=$ROOT/scripts/bench/report.py
 BT_VERSION=0.7.1
 CACHE=${MPWG_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mpwg-bench}
 BT=$CACHE/boringtun-cli-$BT_VERSION/bin/boringtun-cli
+GT_VERSION=0.10.2
+GT=$CACHE/gotatun-cli-$GT_VERSION/bin/gotatun
+WGN=${MPWG_BENCH_WIREGUARD_GO:-}
 VENV=$CACHE/venv
 NSP=mpwgb-          # prefix of every namespace this script creates
 DEVP=mpb            # prefix of every tunnel device (and /var/run/wireguard socket)
@@ -63,7 +79,7 @@ die() { echo "bench.sh: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 MPWG_ARGS=''
-QUICK=0 ROUNDS='' DURATION='' CORES='' BATCH='' OUTDIR='' ONLY='' PERF=0 PERF_IDS=m1,wggo,bt NO_BUILD=0
+QUICK=0 ROUNDS='' DURATION='' CORES='' BATCH='' OUTDIR='' ONLY='' PERF=0 PERF_IDS=m1,wgn,gt NO_BUILD=0
 ARGS=("$@")
 while (($#)); do
     case $1 in
@@ -85,6 +101,8 @@ while (($#)); do
         --perf) PERF=1 ;;
         --perf=*) PERF=1 PERF_IDS=${1#*=} ;;
         --no-build) NO_BUILD=1 ;;
+        --wireguard-go) WGN=${2:?--wireguard-go needs the path of a wireguard-go binary}; shift ;;
+        --wireguard-go=*) WGN=${1#*=} ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -99,6 +117,10 @@ else
     ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-4}
 fi
 ((DURATION >= 2)) || die "--duration must be at least 2 s"
+if [[ -n $WGN ]]; then
+    [[ -x $WGN ]] || die "--wireguard-go $WGN: not an executable file"
+    WGN=$(realpath "$WGN")
+fi
 [[ ${EUID} -eq 0 ]] || die "must run as root (namespaces, TUN devices): try sudo $0 ${ARGS[*]}"
 
 T0=$(date +%s.%N)
@@ -211,6 +233,12 @@ install_tools() {
             >"$CACHE/boringtun-install.log" 2>&1 ||
             say "WARNING: cargo install boringtun-cli failed (see $CACHE/boringtun-install.log); boringtun rows will say so"
     fi
+    if [[ ! -x $GT ]]; then
+        say "installing gotatun-cli $GT_VERSION with cargo install (a few minutes, once)"
+        cargo install gotatun-cli --version "$GT_VERSION" --locked --root "$CACHE/gotatun-cli-$GT_VERSION" \
+            >"$CACHE/gotatun-install.log" 2>&1 ||
+            say "WARNING: cargo install gotatun-cli failed (see $CACHE/gotatun-install.log); GotaTun rows will say so"
+    fi
     if ! "$VENV/bin/python" -c 'import hdrh, matplotlib' 2>/dev/null; then
         say "making a Python venv for the report (hdrhistogram, matplotlib) in $VENV"
         rm -rf "$VENV"
@@ -229,7 +257,7 @@ BUILD_STATE="skipped (--no-build)"
 if ((!NO_BUILD)); then
     BUILD_STATE="cargo build --release"
     say "cargo build --release"
-    if ! (cd "$ROOT" && cargo build --release --quiet --bin mpwg); then
+    if ! (cd "$ROOT" && cargo build --release --quiet --bin mpwg --example crypto_rate); then
         [[ -x $ROOT/target/release/mpwg ]] || die "cargo build failed and there is no target/release/mpwg"
         say "WARNING: cargo build failed; measuring the existing target/release/mpwg"
         BUILD_NOTE="cargo build failed at the start of the run: the existing target/release/mpwg was measured"
@@ -242,6 +270,11 @@ MPWG=$WORK/mpwg
 cp "$ROOT/target/release/mpwg" "$MPWG"
 touch -r "$ROOT/target/release/mpwg" "$MPWG"
 MPWG_BUILT_FROM=$MPWG
+CRYPTO_RATE=''
+if [[ -x $ROOT/target/release/examples/crypto_rate ]]; then
+    CRYPTO_RATE=$WORK/crypto_rate
+    cp "$ROOT/target/release/examples/crypto_rate" "$CRYPTO_RATE"
+fi
 # what the copy was built from, as of now (other people commit while this runs)
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY=0
@@ -277,14 +310,20 @@ OUT=$(cd "$OUT" && pwd)
 [[ -n $OUTDIR ]] || ln -sfn "$STAMP" "$ROOT/target/bench/latest"
 : >"$OUT/cpu.tsv"
 : >"$OUT/configs.tsv"
+: >"$OUT/crypto.tsv"
 
 remove_leftovers
 
 # ------------------------------------------------------------------ systems
 
+WGGO_VERSION=$(wireguard-go --version 2>/dev/null | awk 'NR == 1 {print $2}')
+WGN_VERSION=''
+[[ -n $WGN ]] && WGN_VERSION=$("$WGN" --version 2>/dev/null | awk 'NR == 1 {print $2}')
 declare -A LABEL=(
     [raw]="raw veth (no tunnel)"
-    [wggo]="wireguard-go ×2"
+    [wggo]="wireguard-go ${WGGO_VERSION#v} (Debian) ×2"
+    [wgn]="wireguard-go ${WGN_VERSION#v} ×2"
+    [gt]="GotaTun $GT_VERSION ×2"
     [bt]="boringtun-cli ×2, 1 thread"
     [bt4]="boringtun-cli ×2, 4 threads (default)"
     [m1]="mpwg ×2, 1 path"
@@ -292,17 +331,23 @@ declare -A LABEL=(
     [m3]="mpwg ×2, 3 paths (duplicate)"
     [mx]="mpwg → wireguard-go"
 )
-declare -A SIDE_A=([raw]=none [wggo]=wggo [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=mpwg)
-declare -A SIDE_B=([raw]=none [wggo]=wggo [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=wggo)
-declare -A NPATHS=([raw]=1 [wggo]=1 [bt]=1 [bt4]=1 [m1]=1 [m2]=2 [m3]=3 [mx]=1)
-ALL_IDS=(raw wggo bt bt4 m1 m2 m3 mx)
+declare -A SIDE_A=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=mpwg)
+declare -A SIDE_B=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=wggo)
+declare -A NPATHS=([raw]=1 [wggo]=1 [wgn]=1 [gt]=1 [bt]=1 [bt4]=1 [m1]=1 [m2]=2 [m3]=3 [mx]=1)
+ALL_IDS=(raw wggo wgn gt bt bt4 m1 m2 m3 mx)
 if [[ -n $ONLY ]]; then
     IFS=, read -ra IDS <<<"$ONLY"
     for id in "${IDS[@]}"; do [[ -n ${LABEL[$id]:-} ]] || die "--only: unknown system '$id' (known: ${ALL_IDS[*]})"; done
 elif ((QUICK)); then
-    IDS=(raw wggo bt m1 m2 m3 mx)
+    IDS=(raw wggo wgn gt bt m1 m2 m3 mx)
 else
     IDS=("${ALL_IDS[@]}")
+fi
+if [[ -z $WGN ]]; then
+    # not given: no row (a note says how to add one)
+    kept=()
+    for id in "${IDS[@]}"; do [[ $id == wgn ]] || kept+=("$id"); done
+    IDS=("${kept[@]}")
 fi
 
 declare -A STATUS NOTE PID_A PID_B
@@ -323,9 +368,15 @@ start_daemon() {
             ip netns exec "$ns" "$MPWG" up "$dev" --listen-port "$PORT" --mtu 1420 \
                 "${path_args[@]}" "${MPWG_EXTRA[@]}" </dev/null >"$log" 2>&1 &
             ;;
-        wggo)
+        wggo | wgn)
+            local bin=wireguard-go
+            [[ $kind == wgn ]] && bin=$WGN
             ip netns exec "$ns" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error \
-                wireguard-go -f "$dev" </dev/null >"$log" 2>&1 &
+                "$bin" -f "$dev" </dev/null >"$log" 2>&1 &
+            ;;
+        gt)
+            ip netns exec "$ns" env WG_SUDO=1 "$GT" "$dev" --foreground --disable-drop-privileges \
+                --verbosity error --log "$OUT/logs/$id-$side-gt.file.log" </dev/null >"$log" 2>&1 &
             ;;
         bt | bt4)
             local threads=1
@@ -354,6 +405,10 @@ setup() {
     nsa=$(ns_a "$id") nsb=$(ns_b "$id")
     if [[ ${SIDE_A[$id]} == bt* && ! -x $BT ]]; then
         STATUS[$id]=unavailable NOTE[$id]="boringtun-cli $BT_VERSION is not installed"
+        return
+    fi
+    if [[ ${SIDE_A[$id]} == gt && ! -x $GT ]]; then
+        STATUS[$id]=unavailable NOTE[$id]="gotatun-cli $GT_VERSION is not installed"
         return
     fi
     if ((np > 1 && !HAS_PATHS)); then
@@ -569,7 +624,14 @@ for id in "${IDS[@]}"; do
     [[ ${STATUS[$id]} == ok && -n ${PID_A[$id]} ]] && IDLE0[$id]=$(ticks "${PID_A[$id]}" "${PID_B[$id]}")
 done
 
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= ROUNDS; r++)); do
+    if [[ -n $CRYPTO_RATE ]]; then
+        # the crypto ceiling: one core seals, then opens, 1420-byte packets
+        line=$("$CRYPTO_RATE" 0.5 1420 2>/dev/null || true)
+        printf '%s\t%s\n' "$r" "$line" >>"$OUT/crypto.tsv"
+        say "round $r/$ROUNDS  $(printf '%-38s %-8s' "crypto ceiling, 1 core" 1420B) $line"
+    fi
     for id in "${IDS[@]}"; do
         [[ ${STATUS[$id]} == ok ]] || continue
         for t in tcp1 tcp4 udp64 udp1400; do
@@ -659,7 +721,12 @@ fi
 
 ((HAS_PATHS)) || NOTES+=("this mpwg has no --path option: the 2- and 3-path systems were not measured")
 ((HAS_PATHS)) && NOTES+=("mpwg systems m1/m2/m3 ran with one --path per veth (SO_BINDTODEVICE); mpwg → wireguard-go ran without --path")
-NOTES+=("boringtun-cli $BT_VERSION (cargo install --locked); $(wireguard-go --version 2>/dev/null | head -1); $(iperf3 --version | head -1)")
+NOTES+=("boringtun-cli $BT_VERSION and gotatun-cli $GT_VERSION (cargo install --locked); Debian's $(wireguard-go --version 2>/dev/null | head -1); $(iperf3 --version | head -1)")
+if [[ -n $WGN ]]; then
+    NOTES+=("wgn: $WGN, which says: $("$WGN" --version 2>/dev/null | head -1)")
+else
+    NOTES+=("no other wireguard-go was given (--wireguard-go PATH, or MPWG_BENCH_WIREGUARD_GO): Debian's 0.0.20220316 has none of the newer offloads and is no speed yardstick")
+fi
 [[ -n ${BUILD_NOTE:-} ]] && NOTES+=("$BUILD_NOTE")
 
 {
@@ -683,6 +750,11 @@ NOTES+=("boringtun-cli $BT_VERSION (cargo install --locked); $(wireguard-go --ve
     printf 'mpwg_has_paths\t%s\n' "$HAS_PATHS"
     printf 'mpwg_extra_args\t%s\n' "${MPWG_EXTRA[*]}"
     printf 'boringtun_cli\t%s\n' "$BT_VERSION"
+    printf 'gotatun_cli\t%s\n' "$GT_VERSION"
+    printf 'wireguard_go_debian\t%s\n' "$WGGO_VERSION"
+    printf 'wireguard_go_other\t%s\n' "${WGN_VERSION:-}"
+    printf 'wireguard_go_other_path\t%s\n' "${WGN:-}"
+    printf 'loadavg_at_start\t%s\n' "$LOAD_AT_START"
     printf 'wall_seconds\t%s\n' "$(elapsed)"
     for n in "${NOTES[@]}"; do printf 'notes\t%s\n' "$n"; done
 } >"$OUT/meta.tsv"

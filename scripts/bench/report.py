@@ -29,7 +29,19 @@ TESTS = ["tcp1", "tcp4", "udp64", "udp1400"]
 # IP packet size on the tunnel -> UDP payload that iperf3 sends (20 IP + 8 UDP).
 UDP_PAYLOAD = {"udp64": 64 - 28, "udp1400": 1400 - 28}
 MPWG = ["m1", "m2", "m3", "mx"]
-PEERS = ["wggo", "bt", "bt4"]
+# The anchors: the implementations a user would pick instead of mpwg. Every ratio is
+# against the best of them measured in the same run, figure by figure.
+ANCHORS = ["wggo", "wgn", "gt", "bt", "bt4"]
+# (key, name, higher is better)
+METRICS = [
+    ("tcp1_gbps", "TCP 1 stream", True),
+    ("tcp4_gbps", "TCP 4 streams", True),
+    ("udp64_kpps", "UDP 64 B", True),
+    ("udp1400_kpps", "UDP 1400 B", True),
+    ("cpu_s_per_gb_tcp1", "CPU s/GB, 1 stream", False),
+    ("cpu_s_per_gb_tcp4", "CPU s/GB, 4 streams", False),
+    ("rtt_p99_ms", "RTT p99 under load", False),
+]
 
 
 def load_json(path):
@@ -288,6 +300,8 @@ def collect(outdir, meta, configs):
             for k in ("p50", "p90", "p99", "max"):
                 per[f"rtt_{k}_ms"].append(pc[k] if pc else None)
         entry = {k: stats(v) for k, v in per.items()}
+        # aligned by round (None where a round has no figure), for per-round ratios
+        entry["per_round"] = per
         entry["rtt_pooled_ms"] = percentiles(histogram(pooled)) if pooled else None
         entry["ping_pooled_loss_pct"] = 100.0 * (ping_sent - ping_got) / ping_sent if ping_sent else None
         results[cid] = entry
@@ -305,31 +319,127 @@ def ratio(a, b):
     return a / b
 
 
+def pooled_p99(results, cid):
+    rp = results.get(cid, {}).get("rtt_pooled_ms")
+    return rp["p99"] if rp else None
+
+
+def figure(results, cid, key):
+    """The run's figure for `key`: the median over rounds (RTT p99: pooled over rounds)."""
+    if key == "rtt_p99_ms":
+        return pooled_p99(results, cid)
+    return med(results, cid, key)
+
+
+def best_anchor(results, key, higher):
+    """(anchor id, figure) of the best anchor for `key` in this run, or (None, None)."""
+    got = [(a, figure(results, a, key)) for a in ANCHORS if a in results]
+    got = [(a, v) for a, v in got if v is not None and v > 0]
+    if not got:
+        return None, None
+    return (max if higher else min)(got, key=lambda av: av[1])
+
+
+def round_ratios(results, num, den, key):
+    """num/den for each round where both have a figure (interleaved: same machine state)."""
+    a = results.get(num, {}).get("per_round", {}).get(key) or []
+    b = results.get(den, {}).get("per_round", {}).get(key) or []
+    return [x / y for x, y in zip(a, b) if x is not None and y]
+
+
+def ratio_entry(results, num, den, key):
+    r = ratio(figure(results, num, key), figure(results, den, key))
+    rr = round_ratios(results, num, den, key)
+    return {
+        "ratio": r,
+        "den": den,
+        "round_min": min(rr) if rr else None,
+        "round_max": max(rr) if rr else None,
+        "rounds": rr,
+    }
+
+
+def crypto_ceiling(outdir):
+    """Medians of the per-round crypto_rate lines: Gbit/s of plaintext one core seals and opens."""
+    seal, opn = [], []
+    for row in read_tsv(os.path.join(outdir, "crypto.tsv")):
+        if len(row) < 2:
+            continue
+        kv = dict(x.split("=", 1) for x in row[1].split() if "=" in x)
+        try:
+            seal.append(float(kv["seal_gbps"]))
+            opn.append(float(kv["open_gbps"]))
+        except (KeyError, ValueError):
+            continue
+    if not seal:
+        return None
+    return {"seal_gbps": stats(seal), "open_gbps": stats(opn)}
+
+
+def ceiling(results, crypto, nproc):
+    """The box's ceiling for a tunnel: both ends' transport crypto plus what raw veth TCP
+    costs the whole machine per GB, in the same run, spread over every core."""
+    if not crypto:
+        return None
+    s, o = crypto["seal_gbps"]["median"], crypto["open_gbps"]["median"]
+    crypto_s = 8 / s + 8 / o  # CPU s per GB: sealed once at one end, opened once at the other
+    out = {"seal_gbps": s, "open_gbps": o, "crypto_cpu_s_per_gb": crypto_s, "nproc": nproc,
+           "crypto_only_gbps": 8 * nproc / crypto_s}
+    for t in ("tcp1", "tcp4"):
+        raw = med(results, "raw", f"box_cpu_s_per_gb_{t}")
+        if raw is None:
+            continue
+        out[f"raw_box_cpu_s_per_gb_{t}"] = raw
+        out[f"ceiling_gbps_{t}"] = 8 * nproc / (crypto_s + raw)
+        for m in ("m1", "m2"):
+            g = med(results, m, f"{t}_gbps")
+            if g is not None:
+                out[f"{m}_fraction_{t}"] = g / out[f"ceiling_gbps_{t}"]
+            box = med(results, m, f"box_cpu_s_per_gb_{t}")
+            if box is not None:
+                out[f"{m}_box_cpu_s_per_gb_{t}"] = box
+    return out
+
+
 def ratios_and_goals(results):
-    out = {"ratios": {}, "goals": []}
-    keys = ["tcp1_gbps", "tcp4_gbps", "udp64_kpps", "udp1400_kpps", "cpu_s_per_gb_tcp1"]
+    out = {"best": {}, "ratios": {}, "vs_each": {}, "goals": []}
+    for key, _, higher in METRICS:
+        a, v = best_anchor(results, key, higher)
+        out["best"][key] = {"anchor": a, "figure": v}
     for m in MPWG:
         if m not in results:
             continue
-        for p in PEERS + ["m1"]:
-            if p not in results or p == m:
-                continue
-            out["ratios"][f"{m}/{p}"] = {k: ratio(med(results, m, k), med(results, p, k)) for k in keys}
+        out["ratios"][m] = {}
+        for key, _, _ in METRICS:
+            a = out["best"][key]["anchor"]
+            out["ratios"][m][key] = ratio_entry(results, m, a, key) if a else None
+    pairs = [("m1", a) for a in ANCHORS] + [("m2", "m1"), ("m3", "m1"), ("mx", "wggo")]
+    for num, den in pairs:
+        if num in results and den in results:
+            out["vs_each"][f"{num}/{den}"] = {key: ratio_entry(results, num, den, key) for key, _, _ in METRICS}
 
-    def goal(name, num, den, target):
-        r = ratio(med(results, num, "tcp1_gbps"), med(results, den, "tcp1_gbps"))
+    def goal(name, entry, target, higher=True):
+        r = entry["ratio"] if entry else None
         out["goals"].append({
             "goal": name,
             "target": target,
             "measured": r,
-            "met": None if r is None else r >= target,
+            "against": entry["den"] if entry else None,
+            "round_min": entry["round_min"] if entry else None,
+            "round_max": entry["round_max"] if entry else None,
+            "met": None if r is None else (r >= target if higher else r <= target),
         })
 
-    goal("mpwg 1 path TCP (1 stream) >= 8x wireguard-go", "m1", "wggo", 8.0)
-    goal("mpwg 1 path TCP (1 stream) >= 5x boringtun-cli (1 thread)", "m1", "bt", 5.0)
-    if "bt4" in results:
-        goal("mpwg 1 path TCP (1 stream) >= 5x boringtun-cli (4 threads)", "m1", "bt4", 5.0)
-    goal("mpwg 2 paths duplicate TCP (1 stream) >= 0.9x mpwg 1 path", "m2", "m1", 0.9)
+    best = out["ratios"].get("m1", {})
+    goal("mpwg 1 path TCP 1 stream >= 2.0x the best anchor", best.get("tcp1_gbps"), 2.0)
+    goal("mpwg 1 path TCP 4 streams >= 2.0x the best anchor", best.get("tcp4_gbps"), 2.0)
+    goal("mpwg 1 path UDP 1400 B packet rate >= 2.0x the best anchor", best.get("udp1400_kpps"), 2.0)
+    goal("mpwg 1 path CPU s/GB (1 stream) <= 0.5x the best anchor's", best.get("cpu_s_per_gb_tcp1"), 0.5, False)
+    goal("mpwg 1 path CPU s/GB (4 streams) <= 0.5x the best anchor's", best.get("cpu_s_per_gb_tcp4"), 0.5, False)
+    vs = out["vs_each"].get("m2/m1", {})
+    goal("mpwg 2 paths >= 0.9x 1 path, TCP 1 stream", vs.get("tcp1_gbps"), 0.9)
+    goal("mpwg 2 paths >= 0.9x 1 path, TCP 4 streams", vs.get("tcp4_gbps"), 0.9)
+    goal("mpwg 1 path RTT p99 under load <= the best anchor's", best.get("rtt_p99_ms"), 1.0, False)
     return out
 
 
@@ -382,29 +492,86 @@ def write_markdown(path, meta, configs, results, rg):
         "CPU: utime+stime of both daemons (/proc/PID/stat) per GB of TCP payload received; raw veth has no daemon. "
         "RTT: `ping -i 0.005` through the tunnel while the 1-stream TCP test runs, pooled over rounds in an HdrHistogram."
     )
+    labels = {c["id"]: c["label"] for c in configs}
+
+    def rcell(e):
+        if not e or e.get("ratio") is None:
+            return "n/a"
+        c = f"{e['ratio']:.2f}×"
+        if e.get("round_min") is not None and len(e.get("rounds", [])) > 1:
+            c += f" ({e['round_min']:.2f}–{e['round_max']:.2f})"
+        return c
+
+    if rg["best"]:
+        L.append("")
+        L.append("## The best anchor of this run, figure by figure")
+        L.append("")
+        L.append("| figure | best anchor | its figure |")
+        L.append("|---|---|---|")
+        for key, name, higher in METRICS:
+            b = rg["best"].get(key) or {}
+            if b.get("anchor"):
+                L.append(f"| {name} ({'higher' if higher else 'lower'} is better) | {labels.get(b['anchor'], b['anchor'])} | {fmt_num(b['figure'])} |")
+            else:
+                L.append(f"| {name} | none measured | n/a |")
     if rg["ratios"]:
         L.append("")
-        L.append("## Ratios (medians of this run)")
+        L.append("## Ratios to the best anchor (medians; in brackets the min–max of the per-round ratios)")
         L.append("")
-        L.append("| mpwg / peer | TCP 1 stream | TCP 4 streams | UDP 64 B | UDP 1400 B | CPU per GB (lower is better) |")
-        L.append("|---|---|---|---|---|---|")
-        labels = {c["id"]: c["label"] for c in configs}
-        for k, v in rg["ratios"].items():
+        L.append("| mpwg system | " + " | ".join(name for _, name, _ in METRICS) + " |")
+        L.append("|---" * (len(METRICS) + 1) + "|")
+        for m, v in rg["ratios"].items():
+            L.append(f"| {labels.get(m, m)} | " + " | ".join(rcell(v.get(k)) for k, _, _ in METRICS) + " |")
+        L.append("")
+        L.append("CPU s/GB and RTT: lower is better, so a ratio under 1 is mpwg ahead.")
+    if rg["vs_each"]:
+        L.append("")
+        L.append("## Ratios to each system (same run)")
+        L.append("")
+        L.append("| ratio | " + " | ".join(name for _, name, _ in METRICS) + " |")
+        L.append("|---" * (len(METRICS) + 1) + "|")
+        for k, v in rg["vs_each"].items():
             a, b = k.split("/")
-            L.append(
-                f"| {labels.get(a, a)} / {labels.get(b, b)} | {ratio_cell(v['tcp1_gbps'])} | {ratio_cell(v['tcp4_gbps'])} | "
-                f"{ratio_cell(v['udp64_kpps'])} | {ratio_cell(v['udp1400_kpps'])} | {ratio_cell(v['cpu_s_per_gb_tcp1'])} |"
-            )
+            L.append(f"| {labels.get(a, a)} / {labels.get(b, b)} | " + " | ".join(rcell(v.get(x)) for x, _, _ in METRICS) + " |")
+    ce = rg.get("ceiling")
+    if ce:
+        L.append("")
+        L.append("## The box's ceiling (same run)")
+        L.append("")
+        L.append(
+            f"One core seals {ce['seal_gbps']:.1f} and opens {ce['open_gbps']:.1f} Gbit/s of 1420-byte packets "
+            f"(examples/crypto_rate.rs, median of the rounds): with both ends on this box, a GB of goodput costs at least "
+            f"{ce['crypto_cpu_s_per_gb']:.2f} CPU s of crypto, so crypto alone would stop a tunnel at "
+            f"{ce['crypto_only_gbps']:.1f} Gbit/s on {ce['nproc']} cores."
+        )
+        L.append("")
+        L.append("| | TCP 1 stream | TCP 4 streams |")
+        L.append("|---|---|---|")
+        row = lambda name, k, f: L.append(  # noqa: E731
+            f"| {name} | " + " | ".join(f.format(ce[k.format(t)]) if k.format(t) in ce else "n/a" for t in ("tcp1", "tcp4")) + " |"
+        )
+        row("raw veth TCP: whole machine CPU s per GB", "raw_box_cpu_s_per_gb_{}", "{:.2f}")
+        row("ceiling: raw veth's cost + both ends' crypto, Gbit/s", "ceiling_gbps_{}", "{:.2f}")
+        row("mpwg 1 path: whole machine CPU s per GB", "m1_box_cpu_s_per_gb_{}", "{:.2f}")
+        row("mpwg 1 path as a fraction of the ceiling", "m1_fraction_{}", "{:.0%}")
+        row("mpwg 2 paths as a fraction of the ceiling", "m2_fraction_{}", "{:.0%}")
+        L.append("")
+        L.append(
+            "The ceiling is what a tunnel that added only its transport crypto to the kernel's TCP over veth could "
+            "carry: a real one also pays the TUN device, UDP and the second trip through veth."
+        )
     if rg["goals"]:
         L.append("")
         L.append("## Goals")
         L.append("")
-        L.append("| goal | measured | met |")
-        L.append("|---|---|---|")
+        L.append("| goal | measured (per-round min–max) | against | met |")
+        L.append("|---|---|---|---|")
         for g in rg["goals"]:
             m = "n/a" if g["measured"] is None else f"{g['measured']:.2f}×"
+            if g.get("round_min") is not None:
+                m += f" ({g['round_min']:.2f}–{g['round_max']:.2f})"
             met = "n/a" if g["met"] is None else ("yes" if g["met"] else "no")
-            L.append(f"| {g['goal']} | {m} | {met} |")
+            L.append(f"| {g['goal']} | {m} | {labels.get(g['against'], g['against'] or 'n/a')} | {met} |")
     notes = [n for n in meta.get("notes", "").split(" | ") if n]
     if notes:
         L.append("")
@@ -431,6 +598,8 @@ def write_csv(path, configs, results):
                     if s:
                         for q in ("p50", "p90", "p99", "max"):
                             w.writerow([c["id"], c["label"], f"rtt_pooled_{q}_ms", f"{s[q]:.4f}", "", "", s["count"], ""])
+                    continue
+                if k == "per_round":
                     continue
                 if k == "ping_pooled_loss_pct":
                     w.writerow([c["id"], c["label"], k, "" if s is None else f"{s:.3f}", "", "", "", ""])
@@ -515,6 +684,11 @@ def cmd_final(outdir):
         configs.append({"id": row[0], "label": row[1], "status": row[2], "note": row[3], "has_daemon": row[4] == "1"})
     results = collect(outdir, meta, configs)
     rg = ratios_and_goals(results)
+    try:
+        nproc = int(meta.get("nproc", "2"))
+    except ValueError:
+        nproc = 2
+    rg["ceiling"] = ceiling(results, crypto_ceiling(outdir), nproc)
     busy, total = 0, 0
     for cid, e in results.items():
         o = e.get("foreign_user_cpu_frac")
@@ -531,7 +705,10 @@ def cmd_final(outdir):
         "meta": meta,
         "configs": configs,
         "results": results,
-        "ratios": rg["ratios"],
+        "best_anchor": rg["best"],
+        "ratios_to_best_anchor": rg["ratios"],
+        "ratios": rg["vs_each"],
+        "ceiling": rg["ceiling"],
         "goals": rg["goals"],
         "units": {
             "tcp*_gbps": "Gbit/s of TCP payload at the receiver (iperf3 sum_received)",
