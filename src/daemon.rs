@@ -1,11 +1,13 @@
 //! The daemon: creates the TUN device, the path sockets, the UAPI and control sockets,
 //! wires them to the [`Device`], follows link changes through netlink, and runs until
-//! SIGINT or SIGTERM. Then it removes what it created.
+//! SIGINT or SIGTERM, or until its TUN device is deleted or its UAPI socket file removed
+//! (what `wg-quick down` does to a userspace implementation). Then it removes what is
+//! left of what it created.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -97,6 +99,22 @@ fn has_net_admin() -> bool {
         .is_none_or(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
+/// How often the main thread checks that the TUN device and the UAPI socket file are
+/// still there (netlink reports a deleted device at once; this also catches a queue
+/// that found it gone, and the socket file, which nothing reports).
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Why the daemon stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal(i32),
+    /// The TUN device was deleted.
+    DeviceDeleted,
+    /// The UAPI socket file was removed.
+    SocketRemoved,
+}
+
 /// Everything a running tunnel shares between its threads.
 struct Tunnel {
     name: String,
@@ -109,6 +127,8 @@ struct Tunnel {
     io: datapath::Io,
     /// Serialises `set` requests, so a port change and the rest apply together.
     set_lock: Mutex<()>,
+    /// Tells the main thread to stop.
+    stop: Mutex<mpsc::Sender<Stop>>,
 }
 
 impl Tunnel {
@@ -168,6 +188,9 @@ impl Tunnel {
             };
             for m in msgs {
                 match m {
+                    Message::DelLink(link) if link.index == self.tun.index() => {
+                        let _ = self.stop.lock().send(Stop::DeviceDeleted);
+                    }
                     Message::NewLink(link) => {
                         self.link_changed(link.index, link.is_up(), &link.name)
                     }
@@ -283,6 +306,7 @@ impl Tunnel {
                     read_packets: q.stats.read_packets.load(Ordering::Relaxed),
                     write_batches: q.stats.write_batches.load(Ordering::Relaxed),
                     written_packets: q.stats.written_packets.load(Ordering::Relaxed),
+                    oversize_drops: q.stats.oversize_drops.load(Ordering::Relaxed),
                 })
                 .collect(),
         })
@@ -323,7 +347,27 @@ impl UapiHandler for Arc<Tunnel> {
     }
 }
 
-/// Runs `mpwg up`: returns when a signal asked it to stop, after cleaning up.
+/// Waits until a signal, netlink or a queue says to stop, checking every
+/// [`WATCH_INTERVAL`] that the device and the UAPI socket file are still there.
+fn wait_for_stop(stop: &mpsc::Receiver<Stop>, tunnel: &Tunnel, uapi: &UapiServer) -> Stop {
+    loop {
+        match stop.recv_timeout(WATCH_INTERVAL) {
+            Ok(why) => return why,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Every sender is gone: nothing can ask any more; only the checks below can.
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(WATCH_INTERVAL),
+        }
+        if tunnel.tun.is_gone() {
+            return Stop::DeviceDeleted;
+        }
+        if !uapi.socket_file_present() {
+            return Stop::SocketRemoved;
+        }
+    }
+}
+
+/// Runs `mpwg up`: returns when a signal asked it to stop, or the TUN device or the UAPI
+/// socket file went away, after cleaning up.
 pub fn run(opts: &Options) -> Result<(), DaemonError> {
     crate::io::tun::check_name(&opts.name)?;
     let mut initial = SetRequest::default();
@@ -363,6 +407,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     initial.listen_port = Some(paths.port());
     let device = Arc::new(Device::new(opts.mtu as usize));
     device.apply(&initial, Instant::now());
+    let (stop_tx, stop_rx) = mpsc::channel();
     let tunnel = Arc::new(Tunnel {
         name: opts.name.clone(),
         device,
@@ -373,6 +418,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         decrypt_workers: opts.decrypt_workers,
         io: opts.io,
         set_lock: Mutex::new(()),
+        stop: Mutex::new(stop_tx.clone()),
     });
     let uapi = UapiServer::bind(&opts.name)?;
     let control = ControlServer::bind(&opts.name)?;
@@ -401,10 +447,29 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         "ready"
     );
 
-    let sig = signals.forever().next();
-    tracing::info!(device = %opts.name, signal = ?sig, "shutting down");
+    datapath::spawn("mpwg-signals".into(), move || {
+        if let Some(sig) = signals.forever().next() {
+            let _ = stop_tx.send(Stop::Signal(sig));
+        }
+    });
+    let why = wait_for_stop(&stop_rx, &tunnel, &uapi);
+    match why {
+        Stop::Signal(sig) => tracing::info!(device = %opts.name, signal = sig, "shutting down"),
+        Stop::DeviceDeleted => tracing::warn!(
+            device = %opts.name,
+            "TUN device {} was deleted: removing the sockets and exiting",
+            opts.name
+        ),
+        Stop::SocketRemoved => tracing::warn!(
+            device = %opts.name,
+            "UAPI socket {} was removed: removing the device and exiting",
+            uapi.path().display()
+        ),
+    }
     drop(control);
     drop(uapi);
+    // The path sockets and the TUN device (which is not persistent: the kernel removes
+    // it with its last queue) close as the process exits, which it does on return.
     if datapath::WORKER_FAILED.load(Ordering::SeqCst) {
         return Err(DaemonError::WorkerFailed);
     }

@@ -67,6 +67,8 @@ pub struct QueueRow {
     pub write_batches: u64,
     /// Packets written.
     pub written_packets: u64,
+    /// Super-packets dropped: they split into more packets than a read has buffers for.
+    pub oversize_drops: u64,
 }
 
 /// Everything `mpwg show` prints.
@@ -176,8 +178,9 @@ pub fn format_show(s: &Show) -> String {
     }
     for (i, q) in s.queues.iter().enumerate() {
         out.push_str(&format!(
-            "tun queue {i}: {} reads carried {} packets; {} write batches carried {} packets\n",
-            q.reads, q.read_packets, q.write_batches, q.written_packets
+            "tun queue {i}: {} reads carried {} packets; {} write batches carried {} packets; \
+             {} oversize super-packets dropped\n",
+            q.reads, q.read_packets, q.write_batches, q.written_packets, q.oversize_drops
         ));
     }
     out
@@ -306,6 +309,7 @@ mod tests {
                 read_packets: 90,
                 write_batches: 3,
                 written_packets: 100,
+                oversize_drops: 1,
             }],
         };
         let t = format_show(&s);
@@ -344,7 +348,8 @@ mod tests {
         assert_eq!(row[11], "never");
         assert_eq!(
             lines[4],
-            "tun queue 0: 2 reads carried 90 packets; 3 write batches carried 100 packets"
+            "tun queue 0: 2 reads carried 90 packets; 3 write batches carried 100 packets; \
+             1 oversize super-packets dropped"
         );
     }
 }

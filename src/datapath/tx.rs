@@ -48,7 +48,8 @@ fn flush(batch: &mut GsoBatch, device: &Device, tx: &dyn Transmit, now: Instant)
     batch.clear();
 }
 
-/// Reads the TUN queue, seals, sends. Runs until the process ends.
+/// Reads the TUN queue, seals, sends. Runs until the process ends or the device is
+/// deleted.
 pub fn tx_worker(queue: &TunQueue, device: &Device, paths: &Paths, batch_size: usize, io: Io) {
     match io {
         Io::Syscalls => tx_loop(queue, device, paths, batch_size),
@@ -78,6 +79,7 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
     let mut sizes = vec![0usize; slots];
     let mut batch = GsoBatch::default();
     let mut cache = SendCache::default();
+    let mut read_errors = 0u64;
     loop {
         let mut total = 0;
         loop {
@@ -89,8 +91,13 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
             ) {
                 Ok(n) => total += n,
                 Err(e) if would_block(&e) => {}
+                // The device was deleted: the daemon sees it too, and shuts down.
+                Err(_) if queue.is_gone() => return,
                 Err(e) => {
-                    tracing::warn!("TUN read failed: {e}");
+                    read_errors += 1;
+                    if read_errors.is_power_of_two() {
+                        tracing::warn!(errors = read_errors, "TUN read failed: {e}");
+                    }
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }

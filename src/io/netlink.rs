@@ -11,15 +11,18 @@ use std::time::Duration;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
+const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_GSO_MAX_SEGS: u16 = 40;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFF_UP: u32 = 0x1;
@@ -286,6 +289,38 @@ impl NetlinkSocket {
         Ok(parse(&buf[..n as usize]))
     }
 
+    /// Sets one 32-bit attribute of link `index` (RTM_SETLINK) and waits for the ack.
+    fn set_link_u32(&self, index: u32, attr: u16, value: u32) -> io::Result<()> {
+        let mut req = [0u8; NLMSG_HDR + IFINFOMSG + 8];
+        let len = req.len() as u32;
+        req[0..4].copy_from_slice(&len.to_ne_bytes());
+        req[4..6].copy_from_slice(&RTM_SETLINK.to_ne_bytes());
+        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        req[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        req[NLMSG_HDR] = libc::AF_UNSPEC as u8;
+        req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&index.to_ne_bytes());
+        let a = NLMSG_HDR + IFINFOMSG;
+        req[a..a + 2].copy_from_slice(&8u16.to_ne_bytes());
+        req[a + 2..a + 4].copy_from_slice(&attr.to_ne_bytes());
+        req[a + 4..a + 8].copy_from_slice(&value.to_ne_bytes());
+        // SAFETY: req is a valid buffer of req.len() bytes.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        loop {
+            for m in self.recv()? {
+                if let Message::Error(e) = m {
+                    return if e == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::from_raw_os_error(-e))
+                    };
+                }
+            }
+        }
+    }
+
     fn dump(&self, kind: u16, body_len: usize) -> io::Result<Vec<Message>> {
         self.send_dump(kind, libc::AF_UNSPEC as u8, body_len)?;
         let mut all = Vec::new();
@@ -329,6 +364,15 @@ pub fn interfaces() -> io::Result<Vec<Interface>> {
     }
     out.sort_by_key(|i| i.link.index);
     Ok(out)
+}
+
+/// Caps the segments of one GSO super-packet the kernel hands interface `index`
+/// (`ip link set dev X gso_max_segs N`): the TUN layer splits a super-packet into at most
+/// as many packets as it has buffers.
+pub fn set_gso_max_segs(index: u32, segments: u32) -> io::Result<()> {
+    let sock = NetlinkSocket::open(false)?;
+    sock.set_timeout(Duration::from_secs(2))?;
+    sock.set_link_u32(index, IFLA_GSO_MAX_SEGS, segments)
 }
 
 /// `mpwg interfaces`: one line per interface.

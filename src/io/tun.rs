@@ -5,11 +5,14 @@
 //! flow (GRO) before it is written.
 //!
 //! The device is not persistent: the kernel removes it when the last queue closes, so it
-//! cannot outlive the daemon, whatever way the daemon exits.
+//! cannot outlive the daemon, whatever way the daemon exits. If it is deleted under the
+//! daemon (`ip link del`, as wg-quick down does), every queue's reads and writes fail;
+//! the queues then say [`TunQueue::is_gone`], so the daemon can stop instead of retrying.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
@@ -67,11 +70,16 @@ pub struct QueueStats {
     pub write_batches: AtomicU64,
     /// Packets written, before coalescing.
     pub written_packets: AtomicU64,
+    /// Super-packets dropped because they split into more packets than a read has
+    /// buffers for.
+    pub oversize_drops: AtomicU64,
 }
 
 /// One queue of the TUN device.
 pub struct TunQueue {
     dev: tun_rs::SyncDevice,
+    /// Set (for every queue of the device) once a read or write said the device is gone.
+    gone: Arc<AtomicBool>,
     /// Counters.
     pub stats: QueueStats,
 }
@@ -79,8 +87,30 @@ pub struct TunQueue {
 /// The TUN device: its name and its queues.
 pub struct Tun {
     name: String,
+    index: u32,
+    gone: Arc<AtomicBool>,
     /// One queue per worker.
-    pub queues: Vec<std::sync::Arc<TunQueue>>,
+    pub queues: Vec<Arc<TunQueue>>,
+}
+
+/// The segments the kernel may put in one super-packet it hands the TUN device: every
+/// read has at least this many buffers to split into (`ip link set gso_max_segs`).
+pub const MAX_SEGMENTS: u32 = 128;
+
+/// True if `e`, from a read or write, means the device no longer exists: EBADFD once it
+/// was deleted, and EFAULT for a read that was waiting when it went (the kernel shuts
+/// the queue's socket down; our buffers are always valid, so EFAULT means nothing else).
+fn device_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EBADFD) | Some(libc::EFAULT))
+}
+
+/// True if `e` is tun-rs's refusal to split a super-packet into more segments than the
+/// buffers given. tun-rs keeps the error's type private; its message is matched, and
+/// `splitting_into_too_few_buffers_is_recognised` checks it against tun-rs itself.
+fn too_many_segments(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidInput
+        && e.get_ref()
+            .is_some_and(|inner| inner.to_string() == "too many GSO segments")
 }
 
 fn classify(name: &str, step: &'static str, e: io::Error) -> TunError {
@@ -116,8 +146,19 @@ impl Tun {
             .enable(false)
             .build_sync()
             .map_err(|e| classify(name, "creating the device", e))?;
+        let index = first
+            .if_index()
+            .map_err(|e| classify(name, "reading the interface index", e))?;
+        if let Err(e) = crate::io::netlink::set_gso_max_segs(index, MAX_SEGMENTS) {
+            tracing::warn!(
+                "TUN device {name}: cannot cap GSO super-packets at {MAX_SEGMENTS} segments \
+                 ({e}); larger ones are dropped (and counted in `mpwg show`)"
+            );
+        }
+        let gone = Arc::new(AtomicBool::new(false));
         let mut all = vec![TunQueue {
             dev: first,
+            gone: gone.clone(),
             stats: QueueStats::default(),
         }];
         for _ in 1..queues.max(1) {
@@ -127,12 +168,15 @@ impl Tun {
                 .map_err(|e| classify(name, "opening another queue", e))?;
             all.push(TunQueue {
                 dev: q,
+                gone: gone.clone(),
                 stats: QueueStats::default(),
             });
         }
         Ok(Tun {
             name: name.to_string(),
-            queues: all.into_iter().map(std::sync::Arc::new).collect(),
+            index,
+            gone,
+            queues: all.into_iter().map(Arc::new).collect(),
         })
     }
 
@@ -140,12 +184,25 @@ impl Tun {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The interface index the device had when it was created.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// True once a queue found the device deleted.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
 }
 
 impl TunQueue {
     /// Reads one packet or super-packet and splits it: packet `i` lands at
     /// `bufs[i][offset..offset + sizes[i]]`. `scratch` must hold VIRTIO_NET_HDR_LEN +
-    /// 65535 bytes. Returns the number of packets.
+    /// 65535 bytes. Returns the number of packets: 0 if a super-packet split into more
+    /// packets than `bufs` holds, which is dropped and counted
+    /// ([`QueueStats::oversize_drops`]), not retried. After an error, see
+    /// [`TunQueue::is_gone`].
     pub fn recv_batch(
         &self,
         scratch: &mut [u8],
@@ -153,12 +210,38 @@ impl TunQueue {
         sizes: &mut [usize],
         offset: usize,
     ) -> io::Result<usize> {
-        let n = self.dev.recv_multiple(scratch, bufs, sizes, offset)?;
+        let n = match self.dev.recv_multiple(scratch, bufs, sizes, offset) {
+            Ok(n) => n,
+            Err(e) if too_many_segments(&e) => {
+                let n = self.stats.oversize_drops.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n,
+                        "a TSO super-packet from the TUN device split into more than {} \
+                         packets: dropped",
+                        bufs.len()
+                    );
+                }
+                return Ok(0);
+            }
+            Err(e) => {
+                if device_gone(&e) {
+                    self.gone.store(true, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         self.stats
             .read_packets
             .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// True once a read or write on any queue of the device found it deleted: every
+    /// later call fails too, so the caller should stop, not retry.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
     }
 
     /// True if a read would not block now (more packets are queued).
@@ -188,7 +271,15 @@ impl TunQueue {
         self.stats
             .written_packets
             .fetch_add(bufs.len() as u64, Ordering::Relaxed);
-        self.dev.send_multiple(gro, bufs, offset).map(|_| ())
+        match self.dev.send_multiple(gro, bufs, offset) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if device_gone(&e) {
+                    self.gone.store(true, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -203,5 +294,47 @@ mod tests {
         assert!(check_name("a-very-long-interface").is_err());
         assert!(check_name("a/b").is_err());
         assert!(check_name("a b").is_err());
+    }
+
+    /// A TCP super-packet of `segments` segments of 100 bytes behind a virtio header.
+    fn super_packet(segments: usize) -> (tun_rs::VirtioNetHdr, Vec<u8>) {
+        let payload = 100 * segments;
+        let mut p = vec![0u8; 40 + payload];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((40 + payload).min(65535) as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        p[32] = 5 << 4; // TCP data offset: 20 bytes
+        let hdr = tun_rs::VirtioNetHdr {
+            flags: 1,    // VIRTIO_NET_HDR_F_NEEDS_CSUM
+            gso_type: 1, // VIRTIO_NET_HDR_GSO_TCPV4
+            hdr_len: 40,
+            gso_size: 100,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        (hdr, p)
+    }
+
+    #[test]
+    fn splitting_into_too_few_buffers_is_recognised() {
+        let (hdr, mut p) = super_packet(8);
+        let mut bufs = vec![vec![0u8; 200]; 4];
+        let mut sizes = vec![0usize; 4];
+        let e = tun_rs::gso_split(&mut p, hdr, &mut bufs, &mut sizes, 0, false).unwrap_err();
+        assert!(too_many_segments(&e), "{e:?}");
+        assert!(!device_gone(&e));
+        let mut bufs = vec![vec![0u8; 200]; 8];
+        let mut sizes = vec![0usize; 8];
+        assert_eq!(
+            tun_rs::gso_split(&mut p, hdr, &mut bufs, &mut sizes, 0, false).unwrap(),
+            8
+        );
+        assert!(!too_many_segments(&io::Error::from_raw_os_error(
+            libc::EINVAL
+        )));
+        assert!(device_gone(&io::Error::from_raw_os_error(libc::EBADFD)));
     }
 }

@@ -581,6 +581,20 @@ impl Daemon {
                 expect::CLEAN_EXIT_CODE
             ));
         }
+        problems.extend(self.leftovers());
+        if problems.is_empty() {
+            Ok(status)
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+}
+
+impl Daemon {
+    /// What the daemon left behind: its control socket (mpwg), its UAPI socket, its
+    /// device. The sockets are removed as they are found, so the next test starts clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         let control = control_socket(&self.name);
         if self.kind == Impl::Mpwg && control.exists() {
             problems.push(format!(
@@ -611,11 +625,16 @@ impl Daemon {
                 self.name, self.ns
             ));
         }
-        if problems.is_empty() {
-            Ok(status)
-        } else {
-            Err(problems.join("\n"))
-        }
+        problems
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself (no signal sent); returns
+    /// its exit status, or None if it still runs (it is then left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_timeout(child, timeout)?;
+        self.child = None;
+        Some(status)
     }
 }
 
