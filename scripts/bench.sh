@@ -4,7 +4,7 @@
 #
 #   sudo scripts/bench.sh [--quick] [--rounds N] [--duration S] [--cores N] [--batch N]
 #                         [--out DIR] [--only ID,ID,...] [--perf[=ID,ID,...]] [--no-build]
-#                         [--mpwg-args "ARGS"] [--wireguard-go PATH]
+#                         [--mpwg-args "ARGS"] [--wireguard-go PATH] [--baseline PATH]
 #
 # Systems (ids for --only):
 #   raw   raw veth, no tunnel (the kernel's part of the box's ceiling)
@@ -19,6 +19,8 @@
 #   m2    mpwg at both ends, 2 paths, duplicate mode (needs `mpwg up --path`)
 #   m3    mpwg at both ends, 3 paths, duplicate mode (needs `mpwg up --path`)
 #   mx    mpwg (sender) against wireguard-go (receiver)
+#   b1    with --baseline PATH: another mpwg binary (e.g. built before a change), 1 path
+#   b2    the same, 2 paths (duplicate): a change's before and after in one run
 #
 # Every system gets its own pair of network namespaces (mpwgb-ID-a, mpwgb-ID-b) joined
 # by one veth pair per path (10.77.K.1/24 <-> 10.77.K.2/24, private, inside the
@@ -68,6 +70,7 @@ BT=$CACHE/boringtun-cli-$BT_VERSION/bin/boringtun-cli
 GT_VERSION=0.10.2
 GT=$CACHE/gotatun-cli-$GT_VERSION/bin/gotatun
 WGN=${MPWG_BENCH_WIREGUARD_GO:-}
+BASE=''
 VENV=$CACHE/venv
 NSP=mpwgb-          # prefix of every namespace this script creates
 DEVP=mpb            # prefix of every tunnel device (and /var/run/wireguard socket)
@@ -103,6 +106,8 @@ while (($#)); do
         --no-build) NO_BUILD=1 ;;
         --wireguard-go) WGN=${2:?--wireguard-go needs the path of a wireguard-go binary}; shift ;;
         --wireguard-go=*) WGN=${1#*=} ;;
+        --baseline) BASE=${2:?--baseline needs the path of an mpwg binary}; shift ;;
+        --baseline=*) BASE=${1#*=} ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -117,6 +122,9 @@ else
     ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-4}
 fi
 ((DURATION >= 2)) || die "--duration must be at least 2 s"
+if [[ -n $BASE ]]; then
+    [[ -x $BASE ]] || die "--baseline $BASE: not an executable file"
+fi
 if [[ -n $WGN ]]; then
     [[ -x $WGN ]] || die "--wireguard-go $WGN: not an executable file"
     WGN=$(realpath "$WGN")
@@ -270,6 +278,11 @@ MPWG=$WORK/mpwg
 cp "$ROOT/target/release/mpwg" "$MPWG"
 touch -r "$ROOT/target/release/mpwg" "$MPWG"
 MPWG_BUILT_FROM=$MPWG
+MPWG_BASE=''
+if [[ -n $BASE ]]; then
+    MPWG_BASE=$WORK/mpwg-baseline
+    cp "$BASE" "$MPWG_BASE"
+fi
 CRYPTO_RATE=''
 if [[ -x $ROOT/target/release/examples/crypto_rate ]]; then
     CRYPTO_RATE=$WORK/crypto_rate
@@ -330,11 +343,13 @@ declare -A LABEL=(
     [m2]="mpwg ×2, 2 paths (duplicate)"
     [m3]="mpwg ×2, 3 paths (duplicate)"
     [mx]="mpwg → wireguard-go"
+    [b1]="mpwg baseline ×2, 1 path"
+    [b2]="mpwg baseline ×2, 2 paths (duplicate)"
 )
-declare -A SIDE_A=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=mpwg)
-declare -A SIDE_B=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=wggo)
-declare -A NPATHS=([raw]=1 [wggo]=1 [wgn]=1 [gt]=1 [bt]=1 [bt4]=1 [m1]=1 [m2]=2 [m3]=3 [mx]=1)
-ALL_IDS=(raw wggo wgn gt bt bt4 m1 m2 m3 mx)
+declare -A SIDE_A=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=mpwg [b1]=mpwgb [b2]=mpwgb)
+declare -A SIDE_B=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=wggo [b1]=mpwgb [b2]=mpwgb)
+declare -A NPATHS=([raw]=1 [wggo]=1 [wgn]=1 [gt]=1 [bt]=1 [bt4]=1 [m1]=1 [m2]=2 [m3]=3 [mx]=1 [b1]=1 [b2]=2)
+ALL_IDS=(raw wggo wgn gt bt bt4 m1 m2 m3 mx b1 b2)
 if [[ -n $ONLY ]]; then
     IFS=, read -ra IDS <<<"$ONLY"
     for id in "${IDS[@]}"; do [[ -n ${LABEL[$id]:-} ]] || die "--only: unknown system '$id' (known: ${ALL_IDS[*]})"; done
@@ -343,12 +358,14 @@ elif ((QUICK)); then
 else
     IDS=("${ALL_IDS[@]}")
 fi
-if [[ -z $WGN ]]; then
-    # not given: no row (a note says how to add one)
-    kept=()
-    for id in "${IDS[@]}"; do [[ $id == wgn ]] || kept+=("$id"); done
-    IDS=("${kept[@]}")
-fi
+# systems whose binary was not given have no row (a note says how to add one)
+kept=()
+for id in "${IDS[@]}"; do
+    [[ $id == wgn && -z $WGN ]] && continue
+    [[ $id == b[12] && -z $BASE ]] && continue
+    kept+=("$id")
+done
+IDS=("${kept[@]}")
 
 declare -A STATUS NOTE PID_A PID_B
 ns_a() { echo "$NSP$1-a"; }
@@ -360,12 +377,14 @@ start_daemon() {
     local kind=$1 ns=$2 dev=$3 id=$4 side=$5 npaths=$6 log k
     log=$OUT/logs/$id-$side-$kind.log
     local path_args=()
-    if [[ $kind == mpwg ]] && ((HAS_PATHS)) && [[ $id != mx ]]; then
+    if [[ $kind == mpwg* ]] && ((HAS_PATHS)) && [[ $id != mx ]]; then
         for ((k = 1; k <= npaths; k++)); do path_args+=(--path "p$k"); done
     fi
     case $kind in
-        mpwg)
-            ip netns exec "$ns" "$MPWG" up "$dev" --listen-port "$PORT" --mtu 1420 \
+        mpwg | mpwgb)
+            local bin=$MPWG
+            [[ $kind == mpwgb ]] && bin=$MPWG_BASE
+            ip netns exec "$ns" "$bin" up "$dev" --listen-port "$PORT" --mtu 1420 \
                 "${path_args[@]}" "${MPWG_EXTRA[@]}" </dev/null >"$log" 2>&1 &
             ;;
         wggo | wgn)
@@ -454,7 +473,7 @@ setup() {
         dev=$DEVP$id$side
         if [[ $side == a ]]; then ns=$nsa kind=${SIDE_A[$id]}; else ns=$nsb kind=${SIDE_B[$id]}; fi
         local lp=(listen-port "$PORT")
-        [[ $kind == mpwg ]] && lp=()
+        [[ $kind == mpwg* ]] && lp=()
         if ! wg set "$dev" private-key "$WORK/$id-$side.key" "${lp[@]}" \
             peer "$(wg pubkey <"$WORK/$id-$other.key")" allowed-ips 10.78.0.0/24 \
             endpoint "10.77.1.$them:$PORT" 2>>"$OUT/logs/$id-$side-$kind.log"; then
@@ -755,6 +774,8 @@ fi
     printf 'wireguard_go_other\t%s\n' "${WGN_VERSION:-}"
     printf 'wireguard_go_other_path\t%s\n' "${WGN:-}"
     printf 'loadavg_at_start\t%s\n' "$LOAD_AT_START"
+    printf 'baseline\t%s\n' "${BASE:-}"
+    [[ -n $BASE ]] && printf 'baseline_sha256\t%s\n' "$(sha256sum "$MPWG_BASE" | cut -c1-16)"
     printf 'wall_seconds\t%s\n' "$(elapsed)"
     for n in "${NOTES[@]}"; do printf 'notes\t%s\n' "$n"; done
 } >"$OUT/meta.tsv"

@@ -1,7 +1,11 @@
 //! Coalescing sealed messages into UDP GSO batches: runs of equal-size messages to the
-//! same peer go out as one buffer and one `sendmsg` per path socket (UDP_SEGMENT).
+//! same peer go out as one `sendmsg` per path socket (UDP_SEGMENT).
 //!
-//! Pure logic: [`GsoBatch::push`] says when the batch must be flushed first; the caller
+//! The messages are not copied: a batch names the TX worker's buffers they were sealed in
+//! (by index), and the send gathers them from there
+//! ([`Datagrams::Each`](crate::io::udp::Datagrams::Each)).
+//!
+//! Pure logic: [`GsoBatch::fits`] says when the batch must be flushed first; the caller
 //! sends. The rules are the kernel's: every segment but the last has the segment size,
 //! the last may be shorter (and then ends the batch), at most
 //! [`MAX_GSO_SEGMENTS`](crate::io::udp::MAX_GSO_SEGMENTS) segments and
@@ -15,7 +19,10 @@ use crate::protocol::peer::Peer;
 /// A batch of sealed messages to one peer.
 pub struct GsoBatch {
     peer: Option<Arc<Peer>>,
-    buf: Vec<u8>,
+    /// (buffer index, message length) of each message, in order.
+    parts: Vec<(usize, usize)>,
+    /// Bytes of all the messages.
+    bytes: usize,
     segment: usize,
     count: usize,
     data_packets: usize,
@@ -26,7 +33,8 @@ impl Default for GsoBatch {
     fn default() -> Self {
         GsoBatch {
             peer: None,
-            buf: Vec::with_capacity(MAX_GSO_BYTES),
+            parts: Vec::with_capacity(MAX_GSO_SEGMENTS),
+            bytes: 0,
             segment: 0,
             count: 0,
             data_packets: 0,
@@ -39,8 +47,11 @@ impl Default for GsoBatch {
 pub struct Ready<'a> {
     /// The peer.
     pub peer: &'a Arc<Peer>,
-    /// The segments, back to back.
-    pub bytes: &'a [u8],
+    /// Each message: the index of the buffer it was sealed in, and its length (at the
+    /// start of that buffer).
+    pub parts: &'a [(usize, usize)],
+    /// Bytes in all.
+    pub bytes: usize,
     /// Segment size.
     pub segment: usize,
     /// Segments in the batch.
@@ -59,21 +70,23 @@ impl GsoBatch {
                     && !self.closed
                     && len <= self.segment
                     && self.count < MAX_GSO_SEGMENTS
-                    && self.buf.len() + len <= MAX_GSO_BYTES
+                    && self.bytes + len <= MAX_GSO_BYTES
             }
         }
     }
 
-    /// Appends a message. The caller has checked [`GsoBatch::fits`] (or flushed).
-    pub fn push(&mut self, peer: &Arc<Peer>, msg: &[u8], is_data: bool) {
+    /// Appends the message of `len` bytes sealed in buffer `index`. The caller has checked
+    /// [`GsoBatch::fits`] (or flushed).
+    pub fn push(&mut self, peer: &Arc<Peer>, index: usize, len: usize, is_data: bool) {
         if self.peer.is_none() {
             self.peer = Some(peer.clone());
-            self.segment = msg.len();
+            self.segment = len;
         }
-        if msg.len() < self.segment {
+        if len < self.segment {
             self.closed = true;
         }
-        self.buf.extend_from_slice(msg);
+        self.parts.push((index, len));
+        self.bytes += len;
         self.count += 1;
         self.data_packets += usize::from(is_data);
     }
@@ -87,7 +100,8 @@ impl GsoBatch {
     pub fn ready(&self) -> Option<Ready<'_>> {
         Some(Ready {
             peer: self.peer.as_ref()?,
-            bytes: &self.buf,
+            parts: &self.parts,
+            bytes: self.bytes,
             segment: self.segment,
             count: self.count,
             data_packets: self.data_packets,
@@ -97,7 +111,8 @@ impl GsoBatch {
     /// Empties the batch (after sending it).
     pub fn clear(&mut self) {
         self.peer = None;
-        self.buf.clear();
+        self.parts.clear();
+        self.bytes = 0;
         self.segment = 0;
         self.count = 0;
         self.data_packets = 0;
@@ -119,18 +134,19 @@ mod tests {
         let p = peer(1);
         let mut b = GsoBatch::default();
         assert!(b.fits(&p, 100));
-        b.push(&p, &[1; 100], true);
+        b.push(&p, 0, 100, true);
         assert!(b.fits(&p, 100));
-        b.push(&p, &[2; 100], true);
+        b.push(&p, 1, 100, true);
         assert!(!b.fits(&p, 120), "longer than the segment");
         assert!(b.fits(&p, 60));
-        b.push(&p, &[3; 60], false);
+        b.push(&p, 3, 60, false);
         assert!(!b.fits(&p, 60), "a short segment ends the batch");
         let r = b.ready().unwrap();
         assert_eq!(
-            (r.segment, r.count, r.data_packets, r.bytes.len()),
+            (r.segment, r.count, r.data_packets, r.bytes),
             (100, 3, 2, 260)
         );
+        assert_eq!(r.parts, &[(0, 100), (1, 100), (3, 60)]);
         b.clear();
         assert!(b.is_empty() && b.ready().is_none());
     }
@@ -139,11 +155,11 @@ mod tests {
     fn another_peer_or_a_full_batch_needs_a_flush() {
         let (p, q) = (peer(1), peer(2));
         let mut b = GsoBatch::default();
-        b.push(&p, &[0; 1000], true);
+        b.push(&p, 0, 1000, true);
         assert!(!b.fits(&q, 1000));
-        for _ in 1..MAX_GSO_SEGMENTS.min(MAX_GSO_BYTES / 1000) {
+        for i in 1..MAX_GSO_SEGMENTS.min(MAX_GSO_BYTES / 1000) {
             assert!(b.fits(&p, 1000));
-            b.push(&p, &[0; 1000], true);
+            b.push(&p, i, 1000, true);
         }
         assert!(!b.fits(&p, 1000));
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use crate::io::udp::{self, SocketOptions, UdpError};
+use crate::io::udp::{self, Datagrams, SocketOptions, UdpError};
 use crate::io::uring::UringTx;
 use crate::multipath::endpoint::{Destinations, DEFAULT_WINDOW};
 use crate::multipath::path::{Interface, PathId, Source};
@@ -163,14 +163,14 @@ impl Path {
         }
     }
 
-    /// Sends datagrams of `segment` bytes (the last may be shorter) in one `sendmsg` with
+    /// Sends datagrams (of one size, the last may be shorter) in one `sendmsg` with
     /// UDP_SEGMENT. A socket that refuses GSO (EIO, EINVAL) is switched to one send per
     /// datagram, with a log line, and the batch is resent that way.
-    fn send_segments(&self, dst: SocketAddr, buf: &[u8], segment: usize) -> bool {
-        let count = buf.len().div_ceil(segment.max(1));
+    fn send_datagrams(&self, dst: SocketAddr, d: Datagrams) -> bool {
+        let count = d.count();
         if count > 1 && self.gso.load(Ordering::Relaxed) {
             let sock = self.socket.read().clone();
-            match udp::send_segments(&sock.sock, sock.v6, dst, buf, segment) {
+            match udp::send_datagrams(&sock.sock, sock.v6, dst, d) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) => {
                     self.gso.store(false, Ordering::Relaxed);
                     tracing::warn!(
@@ -179,12 +179,12 @@ impl Path {
                         self.label()
                     );
                 }
-                r => return self.sent(dst, r.map(|_| ()), buf.len(), count),
+                r => return self.sent(dst, r.map(|_| ()), d.len(), count),
             }
         }
         let mut ok = false;
-        for d in buf.chunks(segment.max(1)) {
-            ok |= self.send(dst, d);
+        for datagram in d.each() {
+            ok |= self.send(dst, datagram);
         }
         ok
     }
@@ -359,12 +359,28 @@ impl Paths {
         buf: &[u8],
         segment: usize,
     ) -> bool {
-        let count = buf.len().div_ceil(segment.max(1));
+        self.send_datagrams_via(ring, peer, Datagrams::Segments { buf, segment })
+    }
+
+    /// Sends `d` to `peer` on every path the scheduler picks, one `sendmsg` per path and
+    /// destination (the syscall datapath's [`Paths::send_datagrams_via`]).
+    fn send_datagrams_plain(&self, peer: &Peer, d: Datagrams) -> bool {
+        let mut ok = false;
+        self.each_destination(peer, |path, dst| {
+            ok |= path.send_datagrams(dst, d);
+        });
+        ok
+    }
+
+    /// [`Paths::send_segments_via`] for datagrams in one buffer or one buffer each (sent
+    /// where they were sealed, gathered by the kernel).
+    pub fn send_datagrams_via(&self, ring: &mut UringTx, peer: &Peer, d: Datagrams) -> bool {
+        let count = d.count();
         let mut ok = false;
         let mut batch = ring.batch();
         self.each_destination(peer, |path, dst| {
             if count > 1 && !path.gso.load(Ordering::Relaxed) {
-                ok |= path.send_segments(dst, buf, segment);
+                ok |= path.send_datagrams(dst, d);
             } else {
                 // Tagged with the path's id, its index in `self.paths`. The batch holds the
                 // socket (an `Arc` clone) until the send completed, so a rebind meanwhile
@@ -373,7 +389,7 @@ impl Paths {
                 batch.push(&sock, sock.v6, dst, path.id);
             }
         });
-        for (id, dst, r) in batch.send(buf, segment) {
+        for (id, dst, r) in batch.send_datagrams(d) {
             let Some(path) = self.paths.get(id) else {
                 continue;
             };
@@ -388,9 +404,9 @@ impl Paths {
                         "path {}: the kernel refused UDP GSO ({e}); sending one datagram per call from now on",
                         path.label()
                     );
-                    path.send_segments(dst, buf, segment)
+                    path.send_datagrams(dst, d)
                 }
-                r => path.sent(dst, r.map(|_| ()), buf.len(), count),
+                r => path.sent(dst, r.map(|_| ()), d.len(), count),
             };
         }
         ok
@@ -403,11 +419,17 @@ impl Transmit for Paths {
     }
 
     fn send_segments_to_peer(&self, peer: &Peer, segments: &[u8], segment: usize) -> bool {
-        let mut ok = false;
-        self.each_destination(peer, |path, dst| {
-            ok |= path.send_segments(dst, segments, segment);
-        });
-        ok
+        self.send_datagrams_plain(
+            peer,
+            Datagrams::Segments {
+                buf: segments,
+                segment,
+            },
+        )
+    }
+
+    fn send_each_to_peer(&self, peer: &Peer, datagrams: &[&[u8]]) -> bool {
+        self.send_datagrams_plain(peer, Datagrams::Each(datagrams))
     }
 
     fn send_to(&self, dst: Source, d: &[u8]) -> bool {
@@ -478,6 +500,44 @@ mod tests {
         assert_eq!(st.tx_packets.load(Ordering::Relaxed), 51 * 5);
         assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 51 * 400);
         assert_eq!(st.send_errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn datagrams_in_their_own_buffers_go_out_gathered_through_either_datapath() {
+        let (paths, r, peer, mut ring) = uring_sender();
+        let bufs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 200]).collect();
+        let parts: Vec<&[u8]> = vec![
+            &bufs[0][..100],
+            &bufs[1][..100],
+            &bufs[2][..100],
+            &bufs[3][..40],
+        ];
+        let check = |r: &UdpSocket| {
+            let mut b = [0u8; 2048];
+            for (i, len) in [100usize, 100, 100, 40].into_iter().enumerate() {
+                let n = r.recv(&mut b).unwrap();
+                assert_eq!(n, len);
+                assert!(b[..n].iter().all(|&x| x == i as u8));
+            }
+        };
+        // io_uring: one GSO send, sized once, then allocation-free.
+        assert!(paths.send_datagrams_via(&mut ring, &peer, Datagrams::Each(&parts)));
+        check(&r);
+        let (allocs, ok) = allocations_in(|| {
+            (0..20).all(|_| paths.send_datagrams_via(&mut ring, &peer, Datagrams::Each(&parts)))
+        });
+        assert_eq!(allocs, 0, "allocations in 20 gathered sends");
+        assert!(ok);
+        for _ in 0..20 {
+            check(&r);
+        }
+        // Plain system calls (the Transmit implementation of Paths).
+        assert!(paths.send_each_to_peer(&peer, &parts));
+        check(&r);
+        let st = &paths.all()[0].stats;
+        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 22);
+        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 22 * 4);
+        assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 22 * 340);
     }
 
     #[test]

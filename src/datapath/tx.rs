@@ -2,7 +2,9 @@
 //! (TSO super-packets split by the TUN layer, each with headroom for the WireGuard
 //! header), seals each in place ([`Device::seal_cached`]), coalesces runs of equal-size
 //! messages to one peer ([`GsoBatch`]), and hands each run to the paths as one UDP GSO
-//! send per path socket ([`Paths::send_segments_via`]).
+//! send per path socket ([`Paths::send_datagrams_via`]), gathered by the kernel from the
+//! buffers the messages were sealed in: after the TUN layer's split, no byte is copied in
+//! user space.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use crate::datapath::gso::GsoBatch;
 use crate::datapath::paths::Paths;
 use crate::datapath::{would_block, Io, MAX_PACKET, SPLIT_MAX};
 use crate::io::tun::{TunQueue, VIRTIO_NET_HDR_LEN};
+use crate::io::udp::{Datagrams, MAX_GSO_SEGMENTS};
 use crate::io::uring::UringTx;
 use crate::multipath::path::Source;
 use crate::protocol::device::{Device, SealedFor, SendCache};
@@ -34,16 +37,30 @@ impl Transmit for UringTransmit<'_> {
             .send_segments_via(&mut self.ring.borrow_mut(), peer, segments, segment)
     }
 
+    fn send_each_to_peer(&self, peer: &Peer, datagrams: &[&[u8]]) -> bool {
+        self.paths.send_datagrams_via(
+            &mut self.ring.borrow_mut(),
+            peer,
+            Datagrams::Each(datagrams),
+        )
+    }
+
     fn send_to(&self, dst: Source, d: &[u8]) -> bool {
         self.paths.send_to(dst, d)
     }
 }
 
-/// Sends the batch, reports it to the device, and empties it.
-fn flush(batch: &mut GsoBatch, device: &Device, tx: &dyn Transmit, now: Instant) {
+/// Sends the batch (its messages where they were sealed, in `bufs`), reports it to the
+/// device, and empties it.
+fn flush(batch: &mut GsoBatch, bufs: &[Vec<u8>], device: &Device, tx: &dyn Transmit, now: Instant) {
     if let Some(r) = batch.ready() {
-        let ok = tx.send_segments_to_peer(r.peer, r.bytes, r.segment);
-        device.note_sent(r.peer, r.bytes.len(), r.data_packets, ok, now, tx);
+        let mut parts: [&[u8]; MAX_GSO_SEGMENTS] = [&[]; MAX_GSO_SEGMENTS];
+        for (part, &(i, len)) in parts.iter_mut().zip(r.parts) {
+            *part = &bufs[i][..len];
+        }
+        let n = r.parts.len().min(MAX_GSO_SEGMENTS);
+        let ok = tx.send_each_to_peer(r.peer, &parts[..n]);
+        device.note_sent(r.peer, r.bytes, r.data_packets, ok, now, tx);
     }
     batch.clear();
 }
@@ -71,7 +88,9 @@ pub fn tx_worker(queue: &TunQueue, device: &Device, paths: &Paths, batch_size: u
 
 fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usize) {
     let batch_size = batch_size.max(1);
-    let slots = batch_size.max(SPLIT_MAX);
+    // Room for a whole super-packet's split after the last read that may start below the
+    // batch size.
+    let slots = batch_size + SPLIT_MAX;
     let mut scratch = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
     let mut bufs: Vec<Vec<u8>> = (0..slots)
         .map(|_| vec![0u8; HEADROOM + MAX_PACKET + TAILROOM])
@@ -83,13 +102,17 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
     loop {
         let mut total = 0;
         loop {
+            let mut split = false;
             match queue.recv_batch(
                 &mut scratch,
                 &mut bufs[total..],
                 &mut sizes[total..],
                 HEADROOM,
             ) {
-                Ok(n) => total += n,
+                Ok(n) => {
+                    total += n;
+                    split = n > 1;
+                }
                 Err(e) if would_block(&e) => {}
                 // The device was deleted: the daemon sees it too, and shuts down.
                 Err(_) if queue.is_gone() => return,
@@ -101,24 +124,28 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            // Keep reading while packets wait, up to the batch size, leaving room for a
-            // whole super-packet's split.
-            if total >= batch_size || slots - total < SPLIT_MAX || !queue.readable_now() {
+            // Keep reading single packets while more wait, up to the batch size, so that
+            // they go out in GSO batches too (`slots` leaves room for the split of one
+            // more super-packet). A super-packet is a batch already: it goes at once.
+            if split || total >= batch_size || !queue.readable_now() {
                 break;
             }
         }
         let now = Instant::now();
-        for (buf, &len) in bufs[..total].iter_mut().zip(&sizes[..total]) {
-            if let SealedFor::Ready(peer, n) = device.seal_cached(buf, len, now, tx, &mut cache) {
+        for i in 0..total {
+            let len = sizes[i];
+            if let SealedFor::Ready(peer, n) =
+                device.seal_cached(&mut bufs[i], len, now, tx, &mut cache)
+            {
                 if !batch.fits(peer, n) {
-                    flush(&mut batch, device, tx, now);
+                    flush(&mut batch, &bufs, device, tx, now);
                 }
-                batch.push(peer, &buf[..n], len > 0);
+                batch.push(peer, i, n, len > 0);
             }
             if batch_size == 1 {
-                flush(&mut batch, device, tx, now);
+                flush(&mut batch, &bufs, device, tx, now);
             }
         }
-        flush(&mut batch, device, tx, now);
+        flush(&mut batch, &bufs, device, tx, now);
     }
 }

@@ -238,6 +238,63 @@ pub fn set_buffers(sock: &UdpSocket, bytes: i32) {
 /// Space for one cmsg carrying an int, as CMSG_SPACE(sizeof(int)) on 64-bit Linux.
 const CMSG_BUF: usize = 64;
 
+/// Datagrams to send together: one buffer cut into `segment`-byte datagrams (the last may
+/// be shorter), or datagrams each in its own buffer, where it was sealed (`Each`: every
+/// one but the last of the same length, the last no longer; they go out with that length
+/// as the GSO segment, without being copied together first).
+#[derive(Debug, Clone, Copy)]
+pub enum Datagrams<'a> {
+    /// One buffer, cut into datagrams of `segment` bytes.
+    Segments {
+        /// The datagrams, back to back.
+        buf: &'a [u8],
+        /// Their size (the last may be shorter).
+        segment: usize,
+    },
+    /// One datagram per buffer.
+    Each(&'a [&'a [u8]]),
+}
+
+impl<'a> Datagrams<'a> {
+    /// How many datagrams.
+    pub fn count(&self) -> usize {
+        match self {
+            Datagrams::Segments { buf, segment } => buf.len().div_ceil((*segment).max(1)),
+            Datagrams::Each(parts) => parts.len(),
+        }
+    }
+
+    /// Bytes in all.
+    pub fn len(&self) -> usize {
+        match self {
+            Datagrams::Segments { buf, .. } => buf.len(),
+            Datagrams::Each(parts) => parts.iter().map(|p| p.len()).sum(),
+        }
+    }
+
+    /// True if there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The GSO segment size: the size of every datagram but the last.
+    pub fn segment(&self) -> usize {
+        match self {
+            Datagrams::Segments { segment, .. } => *segment,
+            Datagrams::Each(parts) => parts.first().map_or(0, |p| p.len()),
+        }
+    }
+
+    /// Each datagram, in order.
+    pub fn each(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let (buf, segment, parts): (&'a [u8], usize, &'a [&'a [u8]]) = match *self {
+            Datagrams::Segments { buf, segment } => (buf, segment.max(1), &[]),
+            Datagrams::Each(parts) => (&[], 1, parts),
+        };
+        buf.chunks(segment).chain(parts.iter().copied())
+    }
+}
+
 /// Sends `buf` to `dst` as datagrams of `segment` bytes each (the last may be shorter),
 /// in one `sendmsg` with a UDP_SEGMENT control message. With `segment >= buf.len()` it is
 /// a plain send.
@@ -248,19 +305,60 @@ pub fn send_segments(
     buf: &[u8],
     segment: usize,
 ) -> io::Result<usize> {
+    send_datagrams(sock, v6_socket, dst, Datagrams::Segments { buf, segment })
+}
+
+/// Sends `d` to `dst` in one `sendmsg`, with a UDP_SEGMENT control message when there is
+/// more than one datagram; [`Datagrams::Each`] is gathered from its buffers by the kernel
+/// (at most [`MAX_GSO_SEGMENTS`] of them).
+pub fn send_datagrams(
+    sock: &UdpSocket,
+    v6_socket: bool,
+    dst: SocketAddr,
+    d: Datagrams,
+) -> io::Result<usize> {
     let (storage, addr_len) = sockaddr(destination(v6_socket, dst));
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
+    let none = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
     };
+    let mut iovs = [none; MAX_GSO_SEGMENTS];
+    let n_iov = match d {
+        Datagrams::Segments { buf, .. } => {
+            iovs[0] = libc::iovec {
+                iov_base: buf.as_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
+            1
+        }
+        Datagrams::Each(parts) => {
+            if parts.len() > MAX_GSO_SEGMENTS {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} datagrams in one send: at most {MAX_GSO_SEGMENTS}",
+                        parts.len()
+                    ),
+                ));
+            }
+            for (iov, p) in iovs.iter_mut().zip(parts) {
+                *iov = libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                };
+            }
+            parts.len()
+        }
+    };
+    let (total, segment) = (d.len(), d.segment());
     let mut control = [0u64; CMSG_BUF / 8];
     // SAFETY: msghdr is plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&storage as *const libc::sockaddr_storage) as *mut libc::c_void;
     msg.msg_namelen = addr_len;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if segment < buf.len() {
+    msg.msg_iov = iovs.as_mut_ptr();
+    msg.msg_iovlen = n_iov;
+    if segment > 0 && segment < total {
         let seg = segment as u16;
         msg.msg_control = control.as_mut_ptr().cast();
         // SAFETY: CMSG_SPACE is a pure computation on a size.
@@ -276,7 +374,8 @@ pub fn send_segments(
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), seg);
         }
     }
-    // SAFETY: msg points at live buffers (storage, iov over buf, control) for the call.
+    // SAFETY: msg points at live buffers (storage, the iovecs over the caller's buffers,
+    // control) for the call.
     let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
     if n < 0 {
         Err(io::Error::last_os_error())

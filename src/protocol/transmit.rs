@@ -21,6 +21,18 @@ pub trait Transmit {
         ok
     }
 
+    /// Sends `datagrams`, each in its own buffer (all of one size but the last, which may be
+    /// shorter), to `peer`, in as few system calls as the paths allow (UDP GSO, gathered by
+    /// the kernel from the buffers, so they need not be copied together). Returns true if at
+    /// least one path took them.
+    fn send_each_to_peer(&self, peer: &Peer, datagrams: &[&[u8]]) -> bool {
+        let mut ok = false;
+        for d in datagrams {
+            ok |= self.send_to_peer(peer, d);
+        }
+        ok
+    }
+
     /// Sends `datagram` back to where a datagram came from (a cookie reply, which must not
     /// go to a peer's endpoint, since the sender is not yet authenticated).
     fn send_to(&self, dst: Source, datagram: &[u8]) -> bool;

@@ -1,9 +1,12 @@
-//! The send side: one buffer to many sockets in a single `io_uring_enter`, one
+//! The send side: one payload to many sockets in a single `io_uring_enter`, one
 //! `IORING_OP_SENDMSG` per destination with an optional `UDP_SEGMENT` cmsg, and no copy
-//! of the payload.
+//! of the payload. A payload is one buffer, or a gather list of buffers sent back to back
+//! as one message (each sealed datagram where it was sealed: the kernel reads them in
+//! order and cuts them into `UDP_SEGMENT` datagrams whatever the buffers' boundaries).
 
 #[allow(unused_imports)]
 use super::*;
+use crate::io::udp::Datagrams;
 
 /// One send of [`UringTx::send_all`]: `buf` to `dst` through socket `fd`.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +44,47 @@ union SockAddrBuf {
     v6: libc::sockaddr_in6,
 }
 
+/// What one send carries: one buffer, or a gather list (iovecs the caller keeps valid
+/// until the send completed) of `len` bytes in all.
+#[derive(Clone, Copy)]
+pub(super) enum Payload<'a> {
+    /// One buffer.
+    One(&'a [u8]),
+    /// Buffers back to back.
+    Gather { iovs: &'a [libc::iovec], len: usize },
+}
+
+impl Payload<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::One(b) => b.len(),
+            Payload::Gather { len, .. } => *len,
+        }
+    }
+}
+
+/// One send as the ring makes it: [`Send`] with its payload one buffer or a gather list.
+#[derive(Clone, Copy)]
+pub(super) struct Out<'a> {
+    fd: RawFd,
+    dst: SocketAddr,
+    v6_socket: bool,
+    payload: Payload<'a>,
+    segment: usize,
+}
+
+impl<'a> From<Send<'a>> for Out<'a> {
+    fn from(s: Send<'a>) -> Out<'a> {
+        Out {
+            fd: s.fd,
+            dst: s.dst,
+            v6_socket: s.v6_socket,
+            payload: Payload::One(s.buf),
+            segment: s.segment,
+        }
+    }
+}
+
 /// What one in-flight `sendmsg` points to.
 #[repr(C)]
 pub(super) struct TxSlot {
@@ -76,6 +120,8 @@ pub struct UringTx {
     keep: Vec<KeepOpen>,
     /// The outcome of each target's send.
     results: Vec<io::Result<usize>>,
+    /// The gather list of the current batch's payload ([`TxBatch::send_gather`]).
+    iovs: Vec<libc::iovec>,
 }
 
 /// The part of [`UringTx`] that talks to the kernel: the ring and the memory its requests
@@ -96,6 +142,11 @@ pub(super) struct TxRing {
 // the caller's buffers; they are written and used only through `&mut self`, and nothing is tied
 // to the creating thread.
 unsafe impl std::marker::Send for TxRing {}
+
+// SAFETY: `iovs` holds pointers into a caller's buffers only during `TxBatch::send_gather`,
+// which borrows them and empties `iovs` before it returns; between sends it is empty. The rest
+// is `Send` on its own (`TxRing` above).
+unsafe impl std::marker::Send for UringTx {}
 
 impl UringTx {
     /// Sets up a ring of `entries` submission queue entries (rounded up to a power of two by the
@@ -125,6 +176,7 @@ impl UringTx {
             targets: Vec::new(),
             keep: Vec::new(),
             results: Vec::new(),
+            iovs: Vec::new(),
         })
     }
 
@@ -142,7 +194,7 @@ impl UringTx {
     /// must stay open until the call returns.
     pub fn send_all(&mut self, sends: &[Send], results: &mut [io::Result<usize>]) {
         let n = sends.len().min(results.len());
-        self.io.send(n, |i| sends[i], &mut results[..n]);
+        self.io.send(n, |i| Out::from(sends[i]), &mut results[..n]);
     }
 
     /// Starts a batch: one payload sent to many sockets, built with [`TxBatch::push`] and sent
@@ -195,29 +247,83 @@ impl<'r> TxBatch<'r> {
         segment: usize,
     ) -> impl Iterator<Item = (usize, SocketAddr, io::Result<usize>)> + 'r {
         let tx = self.tx.take().expect("a batch is sent once");
+        tx.send_payload(None, buf, segment)
+    }
+
+    /// [`TxBatch::send`] with the payload gathered from `parts`, back to back, as one message
+    /// per target: `parts` is typically one sealed datagram each, left where it was sealed,
+    /// so no byte of the payload is copied in user space. `segment` applies to the whole
+    /// (with UDP GSO the kernel cuts datagrams of `segment` bytes from the parts in order).
+    pub fn send_gather(
+        mut self,
+        parts: &[&[u8]],
+        segment: usize,
+    ) -> impl Iterator<Item = (usize, SocketAddr, io::Result<usize>)> + 'r {
+        let tx = self.tx.take().expect("a batch is sent once");
+        tx.iovs.clear();
+        tx.iovs.extend(parts.iter().map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        }));
+        let len = parts.iter().map(|p| p.len()).sum();
+        tx.send_payload(Some(len), &[], segment)
+    }
+}
+
+impl<'r> TxBatch<'r> {
+    /// [`TxBatch::send`] or [`TxBatch::send_gather`], as `d` is one buffer or one per
+    /// datagram.
+    pub fn send_datagrams(
+        self,
+        d: Datagrams,
+    ) -> impl Iterator<Item = (usize, SocketAddr, io::Result<usize>)> + 'r {
+        let segment = d.segment();
+        match d {
+            Datagrams::Segments { buf, .. } => self.send_gather(&[buf], segment),
+            Datagrams::Each(parts) => self.send_gather(parts, segment),
+        }
+    }
+}
+
+impl UringTx {
+    /// Sends the batch's payload (`buf`, or when `gather` is the total length, the iovecs in
+    /// `self.iovs`) to every target and hands back the outcomes.
+    fn send_payload<'r>(
+        &'r mut self,
+        gather: Option<usize>,
+        buf: &[u8],
+        segment: usize,
+    ) -> impl Iterator<Item = (usize, SocketAddr, io::Result<usize>)> + 'r {
         let UringTx {
             io,
             targets,
             keep,
             results,
-        } = tx;
+            iovs,
+        } = self;
+        let payload = match gather {
+            Some(len) => Payload::Gather { iovs, len },
+            None => Payload::One(buf),
+        };
         results.resize_with(targets.len(), || Ok(0));
         io.send(
             targets.len(),
             |i| {
                 let t = &targets[i];
-                Send {
+                Out {
                     fd: t.fd,
                     dst: t.dst,
                     v6_socket: t.v6_socket,
-                    buf,
+                    payload,
                     segment,
                 }
             },
             results,
         );
-        // Every send has completed: the sockets may close now.
+        // Every send has completed: the sockets may close now, and the iovecs' buffers go
+        // back to the caller.
         keep.clear();
+        iovs.clear();
         targets
             .iter()
             .zip(results.drain(..))
@@ -239,7 +345,7 @@ impl TxRing {
     pub(super) fn send<'b>(
         &mut self,
         n: usize,
-        send_at: impl Fn(usize) -> Send<'b>,
+        send_at: impl Fn(usize) -> Out<'b>,
         results: &mut [io::Result<usize>],
     ) {
         let cap = self.slots.len();
@@ -255,7 +361,7 @@ impl TxRing {
     /// stores each outcome there.
     pub(super) fn send_chunk<'b>(
         &mut self,
-        send_at: impl Fn(usize) -> Send<'b>,
+        send_at: impl Fn(usize) -> Out<'b>,
         results: &mut [io::Result<usize>],
     ) {
         let n = results.len();
@@ -278,10 +384,11 @@ impl TxRing {
                 .flags(libc::MSG_DONTWAIT as u32)
                 .build()
                 .user_data(i as u64);
-            // SAFETY: the msghdr and what it points to (this slot's iovec, address and cmsg, and
-            // the caller's `s.buf`) stay valid and unchanged until this request completes: the
-            // slot is not touched again, and the send (which borrows `s.buf` for `'b`) does not
-            // return, until its completion has been reaped below.
+            // SAFETY: the msghdr and what it points to (this slot's iovec, address and cmsg, the
+            // caller's buffer or gather list and the buffers it names) stay valid and unchanged
+            // until this request completes: the slot is not touched again, and the send (which
+            // borrows the payload for `'b`) does not return, until its completion has been
+            // reaped below.
             if unsafe { self.ring.submission().push(&sqe) }.is_err() {
                 // Cannot happen: the chunk is no larger than the queue, which is empty here.
                 *r = Err(io::Error::other("io_uring submission queue full"));
@@ -374,8 +481,8 @@ impl TxRing {
     }
 }
 
-/// Fills `slot` for send `s`: destination, iovec, optional `UDP_SEGMENT` cmsg.
-pub(super) fn fill_slot(slot: &mut TxSlot, s: &Send) -> io::Result<()> {
+/// Fills `slot` for send `s`: destination, iovec(s), optional `UDP_SEGMENT` cmsg.
+pub(super) fn fill_slot(slot: &mut TxSlot, s: &Out) -> io::Result<()> {
     let namelen = match (s.dst, s.v6_socket) {
         (SocketAddr::V4(a), false) => {
             slot.addr.v4 = libc::sockaddr_in {
@@ -400,7 +507,7 @@ pub(super) fn fill_slot(slot: &mut TxSlot, s: &Send) -> io::Result<()> {
             Some(v4) => {
                 return fill_slot(
                     slot,
-                    &Send {
+                    &Out {
                         dst: SocketAddr::V4(SocketAddrV4::new(v4, a.port())),
                         ..*s
                     },
@@ -409,16 +516,26 @@ pub(super) fn fill_slot(slot: &mut TxSlot, s: &Send) -> io::Result<()> {
             None => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
         },
     };
-    slot.iov = libc::iovec {
-        iov_base: s.buf.as_ptr() as *mut libc::c_void,
-        iov_len: s.buf.len(),
-    };
+    match s.payload {
+        Payload::One(buf) => {
+            slot.iov = libc::iovec {
+                iov_base: buf.as_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
+            slot.msg.msg_iov = &mut slot.iov;
+            slot.msg.msg_iovlen = 1;
+        }
+        Payload::Gather { iovs, .. } => {
+            // The kernel only reads the iovecs (sendmsg); `*mut` is the C type's.
+            slot.msg.msg_iov = iovs.as_ptr() as *mut libc::iovec;
+            slot.msg.msg_iovlen = iovs.len() as _;
+        }
+    }
     slot.msg.msg_name = ptr::addr_of_mut!(slot.addr).cast();
     slot.msg.msg_namelen = namelen as libc::socklen_t;
-    slot.msg.msg_iov = &mut slot.iov;
-    slot.msg.msg_iovlen = 1;
     slot.msg.msg_flags = 0;
-    if s.segment > 0 && s.segment < s.buf.len() {
+    let total = s.payload.len();
+    if s.segment > 0 && s.segment < total {
         let segment = u16::try_from(s.segment).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,

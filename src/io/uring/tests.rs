@@ -93,6 +93,44 @@ fn send_all_gso_to_two_sockets() {
 }
 
 #[test]
+fn send_gather_sends_datagrams_from_separate_buffers_as_one_gso_batch() {
+    let tx_sock = Arc::new(udp4());
+    let r1 = udp4();
+    let r2 = udp4();
+    for r in [&r1, &r2] {
+        r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+    // Each datagram in its own buffer, with bytes around it that must not be sent.
+    let bufs: Vec<Vec<u8>> = [100usize, 100, 100, 40]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let mut b = vec![0xee; len + 30];
+            b[..len].fill(i as u8 + 1);
+            b
+        })
+        .collect();
+    let parts: Vec<&[u8]> = bufs.iter().map(|b| &b[..b.len() - 30]).collect();
+    let mut tx = UringTx::new(8).unwrap();
+    let mut batch = tx.batch();
+    batch.push(&tx_sock, false, r1.local_addr().unwrap(), 1);
+    batch.push(&tx_sock, false, r2.local_addr().unwrap(), 2);
+    let out: Vec<(usize, usize)> = batch
+        .send_gather(&parts, 100)
+        .map(|(tag, _, r)| (tag, r.unwrap()))
+        .collect();
+    assert_eq!(out, vec![(1, 340), (2, 340)]);
+    for r in [&r1, &r2] {
+        let mut b = [0u8; 2048];
+        for (i, len) in [100usize, 100, 100, 40].into_iter().enumerate() {
+            let n = r.recv(&mut b).unwrap();
+            assert_eq!(n, len);
+            assert!(b[..n].iter().all(|&x| x == i as u8 + 1), "datagram {i}");
+        }
+    }
+}
+
+#[test]
 fn send_all_chunks_and_reports_errors_per_send() {
     let tx_sock = udp4();
     let r = udp4();
