@@ -84,7 +84,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-scripts/install-deps.sh
+scripts/install-deps.sh --demo
 
 say "building mpwg (release)"
 run cargo build --release --bin mpwg

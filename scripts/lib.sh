@@ -7,7 +7,10 @@ need_root() { # script-name why
         echo "  try: sudo $0" >&2
         exit 1
     fi
-    # Under sudo, PATH usually lacks the invoking user's ~/.cargo/bin: look there.
+    find_cargo
+}
+
+find_cargo() { # under sudo, PATH usually lacks the invoking user's ~/.cargo/bin: look there
     if ! command -v cargo >/dev/null 2>&1 && [[ -n ${SUDO_USER:-} ]]; then
         local user_home
         user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)

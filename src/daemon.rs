@@ -5,6 +5,7 @@
 //! left of what it created.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -13,7 +14,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::control::config::{self, ConfigError};
+use crate::control::http::{HttpError, MetricsServer};
+use crate::control::notify::Notifier;
 use crate::control::show::{self, ControlServer, PathRow, QueueRow, Show};
+use crate::control::status::{self, Status};
 use crate::control::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler, UapiServer};
 use crate::datapath;
 use crate::datapath::paths::{Paths, ReceiveMode};
@@ -49,6 +53,8 @@ pub struct Options {
     pub batch: usize,
     /// io_uring or plain system calls at the socket edge.
     pub io: datapath::Io,
+    /// Where to serve metrics, /status.json and the status page (None: nowhere).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why the daemon could not start.
@@ -81,6 +87,9 @@ pub enum DaemonError {
     /// A worker thread panicked; the daemon shut down.
     #[error("a worker thread failed (see the log above); mpwg shut down")]
     WorkerFailed,
+    /// The metrics listener.
+    #[error(transparent)]
+    Metrics(#[from] HttpError),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
@@ -239,6 +248,11 @@ impl Tunnel {
         }
     }
 
+    /// The status: `mpwg show --json`, /status.json, /metrics.
+    fn status(&self) -> Status {
+        status::collect(&self.name, "duplicate", &self.paths, &self.device)
+    }
+
     /// What `mpwg show` prints.
     fn show(&self) -> String {
         let now = Instant::now();
@@ -367,8 +381,9 @@ fn wait_for_stop(stop: &mpsc::Receiver<Stop>, tunnel: &Tunnel, uapi: &UapiServer
 }
 
 /// Runs `mpwg up`: returns when a signal asked it to stop, or the TUN device or the UAPI
-/// socket file went away, after cleaning up.
-pub fn run(opts: &Options) -> Result<(), DaemonError> {
+/// socket file went away, after cleaning up. `ready` is called once the device, its
+/// sockets and its configuration are up (after systemd was told `READY=1`).
+pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
     crate::io::tun::check_name(&opts.name)?;
     let mut initial = SetRequest::default();
     if let Some(path) = &opts.config {
@@ -422,6 +437,12 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     });
     let uapi = UapiServer::bind(&opts.name)?;
     let control = ControlServer::bind(&opts.name)?;
+    let t = tunnel.clone();
+    let status_source: crate::control::http::StatusSource = Arc::new(move || t.status());
+    let _metrics = opts
+        .metrics
+        .map(|addr| MetricsServer::start(addr, status_source.clone()))
+        .transpose()?;
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
         .map_err(DaemonError::Signals)?;
     let events = NetlinkSocket::open(true).map_err(DaemonError::Netlink)?;
@@ -437,7 +458,11 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
     datapath::spawn("mpwg-timers".into(), move || t.timer_loop());
     uapi.serve(Arc::new(tunnel.clone()));
     let t = tunnel.clone();
-    control.serve(Arc::new(move || t.show()));
+    let json = status_source.clone();
+    control.serve(
+        Arc::new(move || t.show()),
+        Arc::new(move || json().to_json()),
+    );
     let labels: Vec<&str> = tunnel.paths.all().iter().map(|p| p.label()).collect();
     tracing::info!(
         device = %opts.name,
@@ -446,6 +471,8 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
         uapi = %uapi.path().display(),
         "ready"
     );
+    let notifier = Notifier::ready(status_source);
+    ready();
 
     datapath::spawn("mpwg-signals".into(), move || {
         if let Some(sig) = signals.forever().next() {
@@ -466,6 +493,7 @@ pub fn run(opts: &Options) -> Result<(), DaemonError> {
             uapi.path().display()
         ),
     }
+    notifier.stopping();
     drop(control);
     drop(uapi);
     // The path sockets and the TUN device (which is not persistent: the kernel removes

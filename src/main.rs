@@ -1,5 +1,6 @@
 //! The `mpwg` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,12 +11,47 @@ use mpwg::datapath::paths::ReceiveMode;
 use mpwg::multipath::path::PathArg;
 
 /// mpwg: a multi-path WireGuard gateway.
+///
+/// `mpwg NAME`, with no subcommand, is what wg-quick runs as a userspace implementation
+/// (WG_QUICK_USERSPACE_IMPLEMENTATION=mpwg): it creates the device and its UAPI socket as
+/// `mpwg up NAME $MPWG_UP_ARGS` does, and detaches into the background once they are up
+/// (WG_PROCESS_FOREGROUND=1 or --foreground keeps it in the foreground).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    after_long_help = AFTER_HELP
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Interface name, for the wg-quick form `mpwg NAME`.
+    #[arg(value_name = "NAME")]
+    interface: Option<String>,
+    /// With `mpwg NAME`: stay in the foreground.
+    #[arg(short, long)]
+    foreground: bool,
 }
+
+/// The end of `mpwg --help`, and the man page's last section.
+const AFTER_HELP: &str = "\
+Environment:
+  MPWG_UP_ARGS           more `mpwg up` options for `mpwg NAME`, split on whitespace,
+                         e.g. \"--path eth0 --path wwan0 --metrics 127.0.0.1:9586\"
+  MPWG_LOG_FILE          where `mpwg NAME` in the background appends its log
+                         (default: nowhere)
+  WG_PROCESS_FOREGROUND  1: `mpwg NAME` stays in the foreground
+  MPWG_LOG               a tracing filter for the log, instead of -v/-vv/-vvv
+  NOTIFY_SOCKET          set by systemd (Type=notify): READY=1, STATUS=, STOPPING=1
+  WATCHDOG_USEC          set by systemd (WatchdogSec=): WATCHDOG=1 at half of it
+
+Files:
+  /var/run/wireguard/NAME.sock   the UAPI socket wg(8) talks to
+  /var/run/wireguard/NAME.mpwg   mpwg's control socket (mpwg show, mpwg show --json)
+  /etc/mpwg/NAME.conf            the configuration the mpwg@NAME systemd unit reads
+
+See also: wg(8), wg-quick(8), https://www.wireguard.com/xplatform/";
 
 /// Which path sockets are read.
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,6 +115,10 @@ enum Command {
         /// Socket I/O: io_uring (Linux 6.0 or later), or plain system calls.
         #[arg(long, value_enum, default_value_t = IoArg::Uring)]
         io: IoArg,
+        /// Serve Prometheus metrics (/metrics), the status JSON (/status.json) and a live
+        /// status page (/) over HTTP on this address, e.g. 127.0.0.1:9586 (default: off).
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<SocketAddr>,
         /// More logging: -v for events, -vv for debugging, -vvv for every packet.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
@@ -89,6 +129,16 @@ enum Command {
     Show {
         /// Interface name.
         name: String,
+        /// Print the whole status as one JSON object (the README documents its fields).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes the man pages (DIR/man/) and shell completions (DIR/completions/) generated
+    /// from this command line; scripts/package.sh uses it.
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory.
+        dir: PathBuf,
     },
 }
 
@@ -127,12 +177,16 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let (matches, wg_quick) = wg_quick::parse();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    match cli.command {
+    let Some(command) = cli.command else {
+        let _ = Cli::command().print_help();
+        return ExitCode::from(2);
+    };
+    match command {
         Command::Up {
             name,
             listen_port,
@@ -146,8 +200,23 @@ fn main() -> ExitCode {
             decrypt_workers,
             batch,
             io,
+            metrics,
             verbose,
         } => {
+            // The detached daemon runs in /: a relative --config must be made absolute.
+            let config = match wg_quick {
+                Some(w) if w.background => config.map(|c| std::path::absolute(&c).unwrap_or(c)),
+                _ => config,
+            };
+            // Before any thread exists (and before logging, which then writes to the
+            // log file, if any).
+            let ready = match wg_quick.filter(|w| w.background) {
+                Some(_) => match wg_quick::detach() {
+                    Ok(r) => Some(r),
+                    Err(e) => return fail(e),
+                },
+                None => None,
+            };
             init_logging(verbose);
             let cores = cores
                 .map(usize::from)
@@ -175,10 +244,20 @@ fn main() -> ExitCode {
                     IoArg::Uring => mpwg::datapath::Io::Uring,
                     IoArg::Syscalls => mpwg::datapath::Io::Syscalls,
                 },
+                metrics,
             };
-            match mpwg::daemon::run(&opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
+            let result = mpwg::daemon::run(&opts, || {
+                if let Some(r) = &ready {
+                    r.ready();
+                }
+            });
+            match (result, ready) {
+                (Ok(()), _) => ExitCode::SUCCESS,
+                (Err(e), Some(r)) => {
+                    r.failed(&e.to_string());
+                    fail(e)
+                }
+                (Err(e), None) => fail(e),
             }
         }
         Command::Interfaces => match mpwg::io::netlink::interfaces() {
@@ -188,12 +267,160 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(format!("cannot list interfaces through netlink: {e}")),
         },
-        Command::Show { name } => match mpwg::control::show::query(&name, "show") {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
+        Command::Show { name, json } => {
+            match mpwg::control::show::query(&name, if json { "status" } else { "show" }) {
+                Ok(text) if text.starts_with("error:") => fail(text.trim_end()),
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
+        }
+        Command::GenerateAssets { dir } => match generate_assets(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("writing into {}: {e}", dir.display())),
         },
+    }
+}
+
+/// The man pages (one per subcommand) and the bash, zsh and fish completions.
+fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "mpwg", &completions)?;
+    }
+    Ok(())
+}
+
+/// `mpwg NAME` as wg-quick runs it.
+mod wg_quick {
+    use std::cell::RefCell;
+    use std::io::{PipeWriter, Read, Write};
+
+    use clap::{ArgMatches, CommandFactory};
+
+    use super::Cli;
+
+    /// Extra `mpwg up` options for the wg-quick form, split on whitespace.
+    pub const UP_ARGS_ENV: &str = "MPWG_UP_ARGS";
+    /// Where the detached daemon writes its log (default: nowhere).
+    pub const LOG_FILE_ENV: &str = "MPWG_LOG_FILE";
+
+    /// How `mpwg NAME` runs.
+    #[derive(Clone, Copy)]
+    pub struct WgQuick {
+        /// Detach into the background once the device is up.
+        pub background: bool,
+    }
+
+    /// Parses the command line. `mpwg [-f] NAME` comes back as the matches of
+    /// `mpwg up NAME $MPWG_UP_ARGS`, with how it was asked to run.
+    pub fn parse() -> (ArgMatches, Option<WgQuick>) {
+        let matches = Cli::command().get_matches();
+        let (Some(name), None) = (
+            matches.get_one::<String>("interface"),
+            matches.subcommand_name(),
+        ) else {
+            return (matches, None);
+        };
+        let mut argv: Vec<String> = vec!["mpwg".into(), "up".into(), name.clone()];
+        let extra = std::env::var(UP_ARGS_ENV).unwrap_or_default();
+        argv.extend(extra.split_whitespace().map(String::from));
+        let foreground = matches.get_flag("foreground")
+            || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
+        let up = Cli::command()
+            .try_get_matches_from(&argv)
+            .unwrap_or_else(|e| {
+                eprintln!("mpwg: in {UP_ARGS_ENV}={extra:?}, for `mpwg up {name}`:");
+                e.exit()
+            });
+        (
+            up,
+            Some(WgQuick {
+                background: !foreground,
+            }),
+        )
+    }
+
+    /// The detached daemon's line to the process that started it, which waits for one
+    /// word: ready, or an error.
+    pub struct Readiness(RefCell<Option<PipeWriter>>);
+
+    impl Readiness {
+        /// The device is up: the starting process exits 0.
+        pub fn ready(&self) {
+            if let Some(mut w) = self.0.borrow_mut().take() {
+                let _ = w.write_all(b"ready\n");
+            }
+        }
+
+        /// The daemon could not start: the starting process prints `error` and exits 1.
+        pub fn failed(&self, error: &str) {
+            if let Some(mut w) = self.0.borrow_mut().take() {
+                let _ = w.write_all(error.as_bytes());
+            }
+        }
+    }
+
+    /// Detaches into the background, as wireguard-go does for wg-quick: forks (twice,
+    /// with a new session, through the daemonize crate), and returns in the detached
+    /// process. The starting process waits until that one says it is ready (then exits
+    /// 0, so wg-quick goes on to configure the device) or failed (then prints why and
+    /// exits 1). Must run before any thread is started.
+    pub fn detach() -> Result<Readiness, String> {
+        let (mut reader, writer) =
+            std::io::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
+        let log = match std::env::var_os(LOG_FILE_ENV) {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| {
+                        format!("cannot open {LOG_FILE_ENV}={}: {e}", path.to_string_lossy())
+                    })?,
+            ),
+            None => None,
+        };
+        let mut d = daemonize::Daemonize::new().working_directory("/");
+        if let Some(f) = log {
+            let f2 = f
+                .try_clone()
+                .map_err(|e| format!("cannot duplicate the log file: {e}"))?;
+            d = d.stdout(f).stderr(f2);
+        }
+        match d.execute() {
+            daemonize::Outcome::Parent(Ok(_)) => {
+                drop(writer);
+                let mut said = String::new();
+                let _ = reader.read_to_string(&mut said);
+                match said.as_str() {
+                    "ready\n" => std::process::exit(0),
+                    "" => Err(format!(
+                        "the detached daemon exited before it was ready (set {LOG_FILE_ENV}=FILE for its log)"
+                    )),
+                    error => Err(error.to_string()),
+                }
+            }
+            daemonize::Outcome::Parent(Err(e)) => Err(format!("cannot detach: {e}")),
+            daemonize::Outcome::Child(Ok(_)) => {
+                drop(reader);
+                Ok(Readiness(RefCell::new(Some(writer))))
+            }
+            daemonize::Outcome::Child(Err(e)) => {
+                let mut w = writer;
+                let _ = write!(w, "cannot detach: {e}");
+                std::process::exit(1)
+            }
+        }
     }
 }

@@ -1,6 +1,12 @@
 //! Control: the `wg(8)` UAPI ([`uapi`]), mpwg's own control socket for `mpwg show`
-//! ([`show`]), and configuration files ([`config`]).
+//! ([`show`]), configuration files ([`config`]), the status object ([`status`]) and what
+//! is made of it: Prometheus metrics ([`metrics`]), the HTTP listener with the status page
+//! ([`http`]), and systemd notifications ([`notify`]).
 
 pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod notify;
 pub mod show;
+pub mod status;
 pub mod uapi;

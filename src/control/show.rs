@@ -196,8 +196,13 @@ impl ControlServer {
             .map(ControlServer)
     }
 
-    /// Answers `show` requests with what `show` returns.
-    pub fn serve(&self, show: Arc<dyn Fn() -> String + Send + Sync>) {
+    /// Answers `show` requests with what `show` returns, and `status` requests (`mpwg
+    /// show --json`) with what `status` returns.
+    pub fn serve(
+        &self,
+        show: Arc<dyn Fn() -> String + Send + Sync>,
+        status: Arc<dyn Fn() -> String + Send + Sync>,
+    ) {
         self.0.serve(Arc::new(move |stream: UnixStream| {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
             let mut reader = BufReader::new(&stream).take(1024);
@@ -207,7 +212,10 @@ impl ControlServer {
             }
             let reply = match line.trim() {
                 "show" => show(),
-                other => format!("error: unknown request {other:?} (this daemon knows: show)\n"),
+                "status" => status(),
+                other => {
+                    format!("error: unknown request {other:?} (this daemon knows: show, status)\n")
+                }
             };
             let _ = (&stream).write_all(reply.as_bytes());
         }));

@@ -430,6 +430,17 @@ impl Daemon {
     }
 
     pub fn start(ns: &Netns, kind: Impl, name: &str, args: &[&str]) -> Daemon {
+        Self::start_env(ns, kind, name, args, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables (NOTIFY_SOCKET, say).
+    pub fn start_env(
+        ns: &Netns,
+        kind: Impl,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = TempDir::new();
         let log = dir.join("daemon.log");
         let out = File::create(&log).unwrap();
@@ -454,6 +465,7 @@ impl Daemon {
             }
         };
         let child = cmd
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
