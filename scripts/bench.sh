@@ -5,6 +5,7 @@
 #   sudo scripts/bench.sh [--quick] [--rounds N] [--duration S] [--cores N] [--batch N]
 #                         [--out DIR] [--only ID,ID,...] [--perf[=ID,ID,...]] [--no-build]
 #                         [--mpwg-args "ARGS"] [--wireguard-go PATH] [--baseline PATH]
+#                         [--server[=1,8,32]]
 #
 # Systems (ids for --only):
 #   raw   raw veth, no tunnel (the kernel's part of the box's ceiling)
@@ -35,6 +36,11 @@
 #   udp64    iperf3 UDP -b 0, 64-byte IP packets (36 B payload): packets/s received
 #   udp1400  iperf3 UDP -b 0, 1400-byte IP packets (1372 B payload)
 # and for every test the CPU time (utime+stime from /proc/PID/stat) of both daemons.
+#
+# With --server (counts of client peers, default 1,8,32): a server scenario after the
+# systems, one mpwg server and N clients (mpwg and wireguard-go alternating), aggregate TCP
+# goodput both ways, the server's CPU per GB, and handshakes per second
+# (examples/handshake_load.rs); see server_scenario below.
 #
 # and once per round, before the systems: the crypto ceiling, one core sealing and opening
 # 1420-byte packets with mpwg's session for 0.5 s each (examples/crypto_rate.rs).
@@ -71,6 +77,7 @@ GT_VERSION=0.10.2
 GT=$CACHE/gotatun-cli-$GT_VERSION/bin/gotatun
 WGN=${MPWG_BENCH_WIREGUARD_GO:-}
 BASE=''
+SERVER_PEERS=''
 VENV=$CACHE/venv
 NSP=mpwgb-          # prefix of every namespace this script creates
 DEVP=mpb            # prefix of every tunnel device (and /var/run/wireguard socket)
@@ -108,6 +115,8 @@ while (($#)); do
         --wireguard-go=*) WGN=${1#*=} ;;
         --baseline) BASE=${2:?--baseline needs the path of an mpwg binary}; shift ;;
         --baseline=*) BASE=${1#*=} ;;
+        --server) SERVER_PEERS=1,8,32 ;;
+        --server=*) SERVER_PEERS=${1#*=} ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -122,6 +131,10 @@ else
     ROUNDS=${ROUNDS:-5} DURATION=${DURATION:-4}
 fi
 ((DURATION >= 2)) || die "--duration must be at least 2 s"
+if [[ -n $SERVER_PEERS ]]; then
+    [[ $SERVER_PEERS =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--server=N,N,...: counts of client peers, not '$SERVER_PEERS'"
+    for n in ${SERVER_PEERS//,/ }; do ((n <= 99)) || die "--server: at most 99 client peers"; done
+fi
 if [[ -n $BASE ]]; then
     [[ -x $BASE ]] || die "--baseline $BASE: not an executable file"
 fi
@@ -265,7 +278,7 @@ BUILD_STATE="skipped (--no-build)"
 if ((!NO_BUILD)); then
     BUILD_STATE="cargo build --release"
     say "cargo build --release"
-    if ! (cd "$ROOT" && cargo build --release --quiet --bin mpwg --example crypto_rate); then
+    if ! (cd "$ROOT" && cargo build --release --quiet --bin mpwg --example crypto_rate --example handshake_load); then
         [[ -x $ROOT/target/release/mpwg ]] || die "cargo build failed and there is no target/release/mpwg"
         say "WARNING: cargo build failed; measuring the existing target/release/mpwg"
         BUILD_NOTE="cargo build failed at the start of the run: the existing target/release/mpwg was measured"
@@ -673,6 +686,200 @@ for id in "${!IDLE0[@]}"; do
     fi
 done
 
+# ------------------------------------------------------------------ server scenario
+
+# perf_summary BASE WHAT [LINE]: BASE.txt from BASE.data (by thread, user/kernel, symbol)
+perf_summary() {
+    [[ -s $1.data ]] || return 0
+    {
+        echo "# perf record -e cpu-clock -F 999 -g -a -- sleep $DURATION, during $2"
+        [[ -n ${3:-} ]] && echo "# $3"
+        echo "# perf.data: $1.data (perf report -i FILE --no-children)"
+        echo
+        echo "## by thread name (comm), % of all samples on all CPUs (swapper = idle)"
+        perf report -i "$1.data" --stdio --no-children -g none --sort comm \
+            --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
+        echo
+        echo "## by thread and user/kernel (dso)"
+        perf report -i "$1.data" --stdio --no-children -g none --sort comm,dso \
+            --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
+        echo
+        echo "## by thread and symbol, self time, >= 0.4%"
+        perf report -i "$1.data" --stdio --no-children -g none --sort comm,sym \
+            --percent-limit 0.4 2>/dev/null | grep -v '^#' | grep -v '^$'
+    } >"$1.txt"
+    say "profile: $1.txt"
+}
+
+# --server: one mpwg server, N client peers (mpwg and wireguard-go alternating), each in
+# its own namespace on its own veth to the server's (10.80.K.2 -> 10.80.K.1; tunnel
+# 10.81.0.K+1 -> 10.81.0.1). For each N the server has exactly N data peers: aggregate TCP
+# goodput with every client sending at once (up) and receiving at once (down, iperf3 -R),
+# the server daemon's CPU per GB, then handshakes per second from N extra peers
+# (examples/handshake_load.rs, in a namespace of its own), which are removed afterwards.
+server_client_setup() { # K: namespace, veth, daemon, keys, first ping
+    local k=$1 ns dev kind pid
+    ns=${NSP}c$k dev=${DEVP}c$k
+    kind=mpwg
+    ((k % 2 == 0)) && kind=wggo
+    ip netns add "$ns" && NAMESPACES+=("$ns")
+    ip -n "$ns" link set lo up
+    ip -n "$SRV_NS" link add "c$k" type veth peer name uplink netns "$ns"
+    ip -n "$SRV_NS" addr add "10.80.$k.1/24" dev "c$k"
+    ip -n "$ns" addr add "10.80.$k.2/24" dev uplink
+    ip -n "$SRV_NS" link set "c$k" up
+    ip -n "$ns" link set dev uplink up
+    (umask 077 && wg genkey >"$WORK/c$k.key")
+    DEVICES+=("$dev")
+    if [[ $kind == mpwg ]]; then
+        ip netns exec "$ns" "$MPWG" up "$dev" --listen-port "$PORT" --mtu 1420 "${MPWG_EXTRA[@]}" \
+            </dev/null >"$OUT/logs/server-c$k-mpwg.log" 2>&1 &
+    else
+        local bin=wireguard-go
+        [[ -n $WGN ]] && bin=$WGN
+        ip netns exec "$ns" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL=error "$bin" -f "$dev" \
+            </dev/null >"$OUT/logs/server-c$k-wggo.log" 2>&1 &
+    fi
+    pid=$!
+    started "$pid"
+    wait_socket "$pid" "$dev" || { say "WARNING: server scenario: client $k ($kind) did not come up"; return 1; }
+    local lp=(listen-port "$PORT")
+    [[ $kind == mpwg ]] && lp=()
+    wg set "$dev" private-key "$WORK/c$k.key" "${lp[@]}" peer "$(wg pubkey <"$WORK/srv.key")" \
+        allowed-ips 10.81.0.0/24 endpoint "10.80.$k.1:$PORT"
+    ip -n "$ns" addr add "10.81.0.$((k + 1))/24" dev "$dev"
+    ip -n "$ns" link set "$dev" mtu 1420 up
+    wg set "$SRV_DEV" peer "$(wg pubkey <"$WORK/c$k.key")" allowed-ips "10.81.0.$((k + 1))/32"
+    local i
+    for i in {1..10}; do
+        ip netns exec "$ns" ping -n -c 1 -W 1 10.81.0.1 >/dev/null 2>&1 && return 0
+    done
+    say "WARNING: server scenario: no ping through client $k ($kind)"
+    return 1
+}
+
+server_tcp() { # N ROUND TEST(up|down): every client at once
+    local n=$1 r=$2 t=$3 k f spids=() cpids=() rflag=() c0 c1 b0 b1
+    f=$OUT/raw/server/n$n-r$r-$t
+    mkdir -p "$OUT/raw/server"
+    [[ $t == down ]] && rflag=(-R)
+    for ((k = 1; k <= n; k++)); do
+        ip netns exec "$SRV_NS" iperf3 -s -1 -B 10.81.0.1 -p $((IPERF_PORT + k)) >/dev/null 2>&1 &
+        spids+=($!)
+        started "$!"
+    done
+    for ((k = 1; k <= n; k++)); do
+        local i
+        for i in {1..100}; do
+            ip netns exec "$SRV_NS" ss -Hltn "sport = :$((IPERF_PORT + k))" 2>/dev/null | grep -q . && break
+            sleep 0.02
+        done
+    done
+    read -ra c0 <<<"$(ticks "$SRV_PID")"
+    read -ra b0 <<<"$(box_ticks)"
+    for ((k = 1; k <= n; k++)); do
+        timeout $((DURATION + 20)) ip netns exec "${NSP}c$k" iperf3 -c 10.81.0.1 -p $((IPERF_PORT + k)) \
+            -t "$DURATION" --connect-timeout 3000 -J "${rflag[@]}" >"$f-c$k.json" 2>/dev/null &
+        cpids+=($!)
+        started "$!"
+    done
+    for k in "${cpids[@]}"; do
+        wait "$k" || true
+        reaped "$k"
+    done
+    read -ra c1 <<<"$(ticks "$SRV_PID")"
+    read -ra b1 <<<"$(box_ticks)"
+    for k in "${spids[@]}"; do wait_pid "$k" 30; done
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$r" "$t" $((c1[0] - c0[0])) $((b1[0] - b0[0])) $((b1[1] - b0[1])) \
+        >>"$OUT/server.tsv"
+    say "server, $n peers, round $r: TCP $t $("$PY" "$HELPER" server-line "$OUT" "$n" "$r" "$t")"
+}
+
+server_handshakes() { # N ROUND
+    local n=$1 r=$2 k c0 c1 line
+    : >"$WORK/hs-$n.keys"
+    for ((k = 1; k <= n; k++)); do
+        wg genkey >>"$WORK/hs-$n.keys"
+    done
+    while read -r key; do
+        wg set "$SRV_DEV" peer "$(wg pubkey <<<"$key")"
+    done <"$WORK/hs-$n.keys"
+    read -ra c0 <<<"$(ticks "$SRV_PID")"
+    line=$(ip netns exec "${NSP}hs" "$HS_LOAD" "10.80.200.1:$PORT" "$(wg pubkey <"$WORK/srv.key")" \
+        "$DURATION" "$WORK/hs-$n.keys" 2>&1 || true)
+    read -ra c1 <<<"$(ticks "$SRV_PID")"
+    while read -r key; do
+        wg set "$SRV_DEV" peer "$(wg pubkey <<<"$key")" remove
+    done <"$WORK/hs-$n.keys"
+    printf '%s\t%s\ths\t%s\t%s\n' "$n" "$r" $((c1[0] - c0[0])) "$line" >>"$OUT/server.tsv"
+    say "server, $n peers, round $r: handshakes $line"
+}
+
+server_scenario() {
+    SRV_NS=${NSP}srv SRV_DEV=${DEVP}srv
+    HS_LOAD=$ROOT/target/release/examples/handshake_load
+    if [[ ! -x $HS_LOAD ]]; then
+        say "WARNING: server scenario: no target/release/examples/handshake_load (build it, or drop --no-build)"
+        NOTES+=("--server: handshake_load was not built; the scenario was skipped")
+        return
+    fi
+    cp "$HS_LOAD" "$WORK/handshake_load" && HS_LOAD=$WORK/handshake_load
+    : >"$OUT/server.tsv"
+    ip netns add "$SRV_NS" && NAMESPACES+=("$SRV_NS")
+    ip -n "$SRV_NS" link set lo up
+    ip netns add "${NSP}hs" && NAMESPACES+=("${NSP}hs")
+    ip -n "${NSP}hs" link set lo up
+    ip -n "$SRV_NS" link add hs type veth peer name uplink netns "${NSP}hs"
+    ip -n "$SRV_NS" addr add 10.80.200.1/24 dev hs
+    ip -n "${NSP}hs" addr add 10.80.200.2/24 dev uplink
+    ip -n "$SRV_NS" link set hs up
+    ip -n "${NSP}hs" link set dev uplink up
+    (umask 077 && wg genkey >"$WORK/srv.key")
+    DEVICES+=("$SRV_DEV")
+    ip netns exec "$SRV_NS" "$MPWG" up "$SRV_DEV" --listen-port "$PORT" --mtu 1420 "${MPWG_EXTRA[@]}" \
+        </dev/null >"$OUT/logs/server-mpwg.log" 2>&1 &
+    SRV_PID=$!
+    started "$SRV_PID"
+    if ! wait_socket "$SRV_PID" "$SRV_DEV"; then
+        say "WARNING: server scenario: the server did not come up (logs/server-mpwg.log)"
+        NOTES+=("--server: the server did not come up")
+        return
+    fi
+    wg set "$SRV_DEV" private-key "$WORK/srv.key"
+    ip -n "$SRV_NS" addr add 10.81.0.1/24 dev "$SRV_DEV"
+    ip -n "$SRV_NS" link set "$SRV_DEV" mtu 1420 up
+    local have=0 n r k rounds=$((ROUNDS < 3 ? ROUNDS : 3))
+    IFS=, read -ra counts <<<"$SERVER_PEERS"
+    for n in "${counts[@]}"; do
+        for ((k = have + 1; k <= n; k++)); do
+            server_client_setup "$k" || { NOTES+=("--server: client $k did not come up; stopped at $have peers"); return; }
+            have=$k
+        done
+        say "server scenario: $n peers up"
+        for ((r = 1; r <= rounds; r++)); do
+            server_tcp "$n" "$r" up
+            server_tcp "$n" "$r" down
+            server_handshakes "$n" "$r"
+        done
+        if ((PERF)) && perf --version >/dev/null 2>&1; then
+            # a profile of the whole box while every client sends (not counted in the figures)
+            perf record -q -e cpu-clock -F 999 -g -a -o "$OUT/perf-server-$n.data" -- sleep "$DURATION" \
+                >/dev/null 2>&1 &
+            local ppid=$!
+            started "$ppid"
+            server_tcp "$n" 0 up-perf
+            wait "$ppid" || true
+            reaped "$ppid"
+            perf_summary "$OUT/perf-server-$n" "the server scenario, $n client peers sending at once"
+        fi
+    done
+    NOTES+=("--server: $rounds rounds of ${DURATION} s per test for ${SERVER_PEERS} peers; clients alternate mpwg (odd) and $([[ -n $WGN ]] && echo "wireguard-go ${WGN_VERSION#v}" || echo "Debian's wireguard-go") (even)")
+}
+
+if [[ -n $SERVER_PEERS ]]; then
+    server_scenario
+fi
+
 # Interface and protocol counters of every system (drops on the TUN queue, UDP
 # receive-buffer errors, ...): what the figures above cost, after the fact.
 for id in "${IDS[@]}"; do
@@ -713,26 +920,8 @@ if ((PERF)); then
         wait "$cpid" || true
         reaped "$cpid"
         wait_pid "$spid" 30
-        if [[ -s $OUT/perf-$id.data ]]; then
-            {
-                echo "# perf record -e cpu-clock -F 999 -g -a -- sleep $DURATION, during iperf3 -c (1 TCP stream) through ${LABEL[$id]}"
-                echo "# $(grep -E 'receiver' "$OUT/perf-$id.iperf.txt" | tail -1)"
-                echo "# perf.data: $OUT/perf-$id.data (perf report -i FILE --no-children)"
-                echo
-                echo "## by thread name (comm), % of all samples on all CPUs (swapper = idle)"
-                perf report -i "$OUT/perf-$id.data" --stdio --no-children -g none --sort comm \
-                    --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
-                echo
-                echo "## by thread and user/kernel (dso)"
-                perf report -i "$OUT/perf-$id.data" --stdio --no-children -g none --sort comm,dso \
-                    --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
-                echo
-                echo "## by thread and symbol, self time, >= 0.4%"
-                perf report -i "$OUT/perf-$id.data" --stdio --no-children -g none --sort comm,sym \
-                    --percent-limit 0.4 2>/dev/null | grep -v '^#' | grep -v '^$'
-            } >"$OUT/perf-$id.txt"
-            say "profile: $OUT/perf-$id.txt"
-        fi
+        perf_summary "$OUT/perf-$id" "iperf3 -c (1 TCP stream) through ${LABEL[$id]}" \
+            "$(grep -E 'receiver' "$OUT/perf-$id.iperf.txt" | tail -1)"
     done
 fi
 

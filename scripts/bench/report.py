@@ -4,6 +4,7 @@
     report.py tcp FILE                 one progress line for an iperf3 TCP run
     report.py udp FILE PAYLOAD         one progress line for an iperf3 UDP run
     report.py ping FILE                one progress line for a ping log
+    report.py server-line OUTDIR N ROUND TEST   one progress line of the server scenario
     report.py final OUTDIR             results.json, results.csv, results.md, chart.png
 
 OUTDIR holds meta.tsv (key, value), configs.tsv (id, label, status, note),
@@ -562,6 +563,27 @@ def write_markdown(path, meta, configs, results, rg):
             "The ceiling is what a tunnel that added only its transport crypto to the kernel's TCP over veth could "
             "carry: a real one also pays the TUN device, UDP and the second trip through veth."
         )
+    srv = rg.get("server")
+    if srv:
+        L.append("")
+        L.append("## Server scenario: one mpwg server, N client peers (same run)")
+        L.append("")
+        L.append("| client peers | TCP up Gbit/s (all clients send) | TCP down Gbit/s (all receive) | server CPU s/GB, up | server CPU s/GB, down | server CPU per GB vs fewest peers, up / down | handshakes/s | server CPU ms per 1000 handshakes |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for n, e in srv.items():
+            vs = " / ".join(ratio_cell(e.get(f"{t}_cpu_vs_fewest")) for t in ("up", "down"))
+            L.append(
+                f"| {n} | {cell(e['up_gbps'])} | {cell(e['down_gbps'])} | {cell(e['up_cpu_s_per_gb'])} | "
+                f"{cell(e['down_cpu_s_per_gb'])} | {vs} | {cell(e['handshakes_per_s'], 0)} | {cell(e['hs_cpu_s_per_1k'])} |"
+            )
+        L.append("")
+        L.append(
+            "Clients alternate mpwg and wireguard-go, one namespace and veth each; up: every client runs iperf3 "
+            "to the server at once, down: iperf3 -R. CPU per GB is the server daemon's alone, so at a fixed "
+            "packet size it is its CPU per packet. Handshakes: N more peers (examples/handshake_load.rs) each "
+            "keep one initiation in flight; a server refuses a peer's initiations closer than 20 ms, so the rate "
+            "is capped near 50 per peer and second, and the server's own limit shows only below that."
+        )
     if rg["goals"]:
         L.append("")
         L.append("## Goals")
@@ -675,6 +697,73 @@ def write_chart(path, meta, configs, results):
     fig.savefig(path, dpi=110)
 
 
+def server_tcp_figure(outdir, n, r, t):
+    """Aggregate goodput of one server-scenario TCP test: bytes received over all clients."""
+    import glob
+
+    total, secs, got = 0, [], 0
+    for f in glob.glob(os.path.join(outdir, "raw", "server", f"n{n}-r{r}-{t}-c*.json")):
+        res = iperf_tcp(f)
+        if res:
+            total += res["bytes"]
+            secs.append(res["seconds"])
+            got += 1
+    if not secs:
+        return None
+    return {"bytes": total, "seconds": max(secs), "gbps": total * 8 / max(secs) / 1e9, "clients": got}
+
+
+def server_results(outdir, clk):
+    """Per peer count: TCP up/down goodput, the server's CPU s per GB, handshakes/s."""
+    rows = read_tsv(os.path.join(outdir, "server.tsv"))
+    if not rows:
+        return None
+    per = {}
+    for row in rows:
+        if len(row) < 4:
+            continue
+        n, r, t = int(row[0]), int(row[1]), row[2]
+        e = per.setdefault(n, {k: [] for k in (
+            "up_gbps", "down_gbps", "up_cpu_s_per_gb", "down_cpu_s_per_gb", "handshakes_per_s", "hs_cpu_s_per_1k")})
+        if t in ("up", "down"):
+            fig = server_tcp_figure(outdir, n, r, t)
+            if not fig:
+                continue
+            e[f"{t}_gbps"].append(fig["gbps"])
+            cpu = int(row[3]) / clk
+            e[f"{t}_cpu_s_per_gb"].append(cpu / (fig["bytes"] / 1e9) if fig["bytes"] else None)
+        elif t == "hs" and len(row) >= 5:
+            kv = dict(x.split("=", 1) for x in row[4].split() if "=" in x)
+            try:
+                rate, done = float(kv["rate"]), int(kv["handshakes"])
+            except (KeyError, ValueError):
+                continue
+            e["handshakes_per_s"].append(rate)
+            if done:
+                e["hs_cpu_s_per_1k"].append(int(row[3]) / clk / done * 1000)
+    out = {n: {k: stats(v) for k, v in e.items()} for n, e in sorted(per.items())}
+    base = out.get(min(out)) if out else None
+    for n, e in out.items():
+        for t in ("up", "down"):
+            a, b = e.get(f"{t}_cpu_s_per_gb"), (base or {}).get(f"{t}_cpu_s_per_gb")
+            e[f"{t}_cpu_vs_fewest"] = ratio(a["median"] if a else None, b["median"] if b else None)
+    return out
+
+
+def cmd_server_line(outdir, n, r, t):
+    fig = server_tcp_figure(outdir, n, r, t)
+    if not fig:
+        print("FAILED")
+        return
+    rows = [x for x in read_tsv(os.path.join(outdir, "server.tsv")) if x[:3] == [n, r, t]]
+    try:
+        clk = float(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError):
+        clk = 100.0
+    cpu = f", server {int(rows[-1][3]) / clk / (fig['bytes'] / 1e9):.2f} CPU s/GB" if rows and fig["bytes"] else ""
+    print(f"{fig['gbps']:.2f} Gbit/s over {fig['clients']} clients{cpu}")
+
+
 def cmd_final(outdir):
     meta = {}
     for row in read_tsv(os.path.join(outdir, "meta.tsv")):
@@ -691,6 +780,16 @@ def cmd_final(outdir):
     except ValueError:
         nproc = 2
     rg["ceiling"] = ceiling(results, crypto_ceiling(outdir), nproc)
+    rg["server"] = server_results(outdir, float(meta.get("clk_tck", "100")))
+    srv = rg["server"]
+    if srv and len(srv) > 1:
+        most, fewest = max(srv), min(srv)
+        worst = max((srv[most].get(f"{t}_cpu_vs_fewest") or 0) for t in ("up", "down")) or None
+        rg["goals"].append({
+            "goal": f"server: CPU per packet with {most} peers within 10% of {fewest} (worse of TCP up and down)",
+            "target": 1.1, "measured": worst, "against": None, "round_min": None, "round_max": None,
+            "met": None if worst is None else worst <= 1.1,
+        })
     busy, total = 0, 0
     for cid, e in results.items():
         o = e.get("foreign_user_cpu_frac")
@@ -711,6 +810,7 @@ def cmd_final(outdir):
         "ratios_to_best_anchor": rg["ratios"],
         "ratios": rg["vs_each"],
         "ceiling": rg["ceiling"],
+        "server": {str(k): v for k, v in (rg["server"] or {}).items()},
         "goals": rg["goals"],
         "units": {
             "tcp*_gbps": "Gbit/s of TCP payload at the receiver (iperf3 sum_received)",
@@ -743,6 +843,8 @@ def main(argv):
         cmd_udp(argv[2], argv[3])
     elif len(argv) >= 3 and argv[1] == "ping":
         cmd_ping(argv[2])
+    elif len(argv) >= 6 and argv[1] == "server-line":
+        cmd_server_line(argv[2], argv[3], argv[4], argv[5])
     elif len(argv) >= 3 and argv[1] == "final":
         cmd_final(argv[2])
     else:
