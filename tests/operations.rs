@@ -753,6 +753,206 @@ fn notify_socket_gets_ready_when_the_tunnel_can_carry_traffic() {
 }
 
 // ---------------------------------------------------------------------------------
+// wg-quick
+// ---------------------------------------------------------------------------------
+
+/// Removes what a wg-quick device may leave if the test fails half-way (the daemon
+/// itself ends with its namespace).
+struct SocketsGone(String);
+
+impl Drop for SocketsGone {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(uapi_socket(&self.0));
+        let _ = std::fs::remove_file(control_socket(&self.0));
+    }
+}
+
+/// Runs `wg-quick ARGS` in `ns` with mpwg as its userspace implementation (and on
+/// PATH, for the PostUp lines); panics with its output unless it succeeds within 30 s.
+fn wg_quick(ns: &Netns, args: &[&str], log: &Path, up_args: &str) -> String {
+    let bin = Path::new(MPWG).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut argv = vec![
+        "WG_QUICK_USERSPACE_IMPLEMENTATION=mpwg".to_string(),
+        format!("PATH={path}"),
+        format!("MPWG_LOG_FILE={}", log.display()),
+        format!("MPWG_UP_ARGS=-v {up_args}"),
+        "wg-quick".to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let dir = TempDir::new();
+    let (out, err) = (dir.join("out"), dir.join("err"));
+    // Output to files, not pipes: a daemon that kept wg-quick's stdout or stderr open
+    // would not hang the test, and shows up in the assertions below instead.
+    let mut child = ns.spawn(
+        &[&["env"], argv.as_slice()].concat(),
+        Stdio::from(std::fs::File::create(&out).unwrap()),
+        Stdio::from(std::fs::File::create(&err).unwrap()),
+    );
+    let status = wait_timeout(&mut child, Duration::from_secs(30));
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    match status {
+        Some(s) if s.success() => text,
+        Some(s) => panic!("wg-quick {args:?} failed ({s}):\n{text}"),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wg-quick {args:?} did not return within 30 s:\n{text}")
+        }
+    }
+}
+
+/// The mpwg processes in `ns`.
+fn mpwg_processes(ns: &Netns) -> Vec<u32> {
+    ns.pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "mpwg")
+        })
+        .collect()
+}
+
+#[test]
+fn wg_quick_up_and_down_with_mpwg_and_paths_in_mpwg_up_args() {
+    let Some(_lab) = lab("wg_quick_up_and_down_with_mpwg_and_paths_in_mpwg_up_args") else {
+        return;
+    };
+    wg_quick_two_uplinks(Uplinks::UpArgs);
+}
+
+/// Where a wg-quick tunnel's two uplinks are named.
+#[derive(Clone, Copy, PartialEq)]
+// PostUp's test comes with `mpwg path add` (the path-lifecycle work).
+#[allow(dead_code)]
+enum Uplinks {
+    /// `PostUp = mpwg path add %i IFACE` lines in the wg-quick file.
+    PostUp,
+    /// `MPWG_UP_ARGS="--path IFACE ..."` in wg-quick's environment.
+    UpArgs,
+}
+
+/// `wg-quick up` of a file naming two uplinks (as `how` says) with mpwg as the
+/// userspace implementation: a ping crosses and `mpwg show --json` lists both paths;
+/// `wg-quick down` then leaves no device, no socket and no daemon.
+fn wg_quick_two_uplinks(how: Uplinks) {
+    let (a_ns, b_ns) = two_path_namespaces();
+    let (a_dev, b_dev) = (unique_dev(), unique_dev());
+    let _cleanup = SocketsGone(a_dev.clone());
+    let (a_key, b_key) = (genkey(), genkey());
+    let dir = TempDir::new();
+    let _b = Daemon::mpwg(&b_ns, &b_dev, &["--path", "veth0", "--path", "veth1"]);
+    let b_key_file = dir.secret_file("b.key", &b_key);
+    wg(
+        &b_ns,
+        &[
+            "set",
+            &b_dev,
+            "listen-port",
+            "51821",
+            "private-key",
+            b_key_file.to_str().unwrap(),
+            "peer",
+            &pubkey(&a_key),
+            "allowed-ips",
+            "10.100.0.1/32",
+            "endpoint",
+            "10.99.0.1:51820",
+        ],
+    );
+    b_ns.ip(&["addr", "add", "10.100.0.2/24", "dev", &b_dev]);
+    b_ns.ip(&["link", "set", &b_dev, "up"]);
+
+    // The README's two-uplink example, with this lab's names.
+    let (post_up, up_args) = match how {
+        Uplinks::PostUp => (
+            "PostUp = mpwg path add %i veth0\nPostUp = mpwg path add %i veth1\n",
+            "",
+        ),
+        Uplinks::UpArgs => ("", "--path veth0 --path veth1"),
+    };
+    let conf = dir.secret_file(
+        &format!("{a_dev}.conf"),
+        &format!(
+            "[Interface]\n\
+             PrivateKey = {a_key}\n\
+             Address = 10.100.0.1/24\n\
+             ListenPort = 51820\n\
+             {post_up}\
+             \n\
+             [Peer]\n\
+             PublicKey = {}\n\
+             AllowedIPs = 10.100.0.2/32\n\
+             Endpoint = 10.99.0.2:51821\n\
+             PersistentKeepalive = 25\n",
+            pubkey(&b_key)
+        ),
+    );
+    let conf = conf.to_str().unwrap();
+    let log = dir.join("mpwg.log");
+    let up = wg_quick(&a_ns, &["up", conf], &log, up_args);
+    let daemons = mpwg_processes(&a_ns);
+    assert_eq!(
+        daemons.len(),
+        1,
+        "mpwg processes after wg-quick up: {daemons:?}\n{up}"
+    );
+    // Detached: it holds none of wg-quick's stdin, stdout or stderr (a caller reading
+    // wg-quick's output would wait for it forever), only /dev/null and its log file.
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", daemons[0])).unwrap();
+        assert!(
+            target == Path::new("/dev/null") || target == log,
+            "the detached daemon's fd {fd} is {}",
+            target.display()
+        );
+    }
+    assert!(
+        ping_until(&a_ns, "10.100.0.2", Duration::from_secs(10)),
+        "no ping through the wg-quick tunnel:\n{up}"
+    );
+    let st = show_json(&a_dev);
+    let names: Vec<String> = path_states(&st).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["veth0", "veth1"], "{st}");
+    assert!(path_states(&st).iter().all(|(_, s)| s == "up"), "{st}");
+    // wg(8) sees what wg-quick configured.
+    let dump = dump(&a_ns, &a_dev);
+    assert_eq!(dump.listen_port, 51820);
+    assert_eq!(dump.peer(&pubkey(&b_key)).persistent_keepalive, Some(25));
+
+    let down = wg_quick(&a_ns, &["down", conf], &log, up_args);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let device = a_ns
+            .exec(&["ip", "link", "show", "dev", &a_dev])
+            .status
+            .success();
+        let socket = uapi_socket(&a_dev).exists() || control_socket(&a_dev).exists();
+        let daemon = !mpwg_processes(&a_ns).is_empty();
+        if !device && !socket && !daemon {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "3 s after wg-quick down: device left {device}, socket left {socket}, \
+             daemon left {daemon}\n{down}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.lines().count() < 40, "the daemon's log is long:\n{log}");
+}
+
+// ---------------------------------------------------------------------------------
 // The Debian package
 // ---------------------------------------------------------------------------------
 
