@@ -2,6 +2,7 @@
 # Build the Debian package of mpwg with cargo-deb:
 #
 #   scripts/package.sh            # prints the path of target/debian/mpwg_*.deb
+#   scripts/package.sh --fast     # lighter compression (what the package test uses)
 #
 # It holds the binary (/usr/bin/mpwg), the systemd unit (mpwg@.service), the man pages
 # (mpwg.1, mpwg-up.1, ...), bash, zsh and fish completions, and a sample configuration
@@ -20,9 +21,12 @@ if ! cargo deb --version >/dev/null 2>&1; then
     exit 1
 fi
 
+fast=()
+[[ ${1:-} == --fast ]] && fast=(--fast)
+
 cargo build --release --locked --quiet
 rm -rf target/assets
 target/release/mpwg generate-assets target/assets
 rm -rf target/debian
-cargo deb --no-build --locked --quiet --dbgsym --output target/debian/ >/dev/null
+cargo deb --no-build --locked --quiet --dbgsym "${fast[@]}" --output target/debian/ >/dev/null
 ls target/debian/*.deb
