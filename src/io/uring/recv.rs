@@ -32,6 +32,10 @@ pub struct UringRx {
     // also cancels the request and waits for its end first; see the module documentation.
     /// The ring. Must stay the first field.
     ring: IoUring,
+    /// Set up with `COOP_TASKRUN` and `TASKRUN_FLAG`: completions wait for this thread to
+    /// enter the kernel, and the submission queue's `IORING_SQ_TASKRUN` flag says when
+    /// there is work for it. Without them, completions are posted on their own.
+    coop: bool,
     /// The receive buffers. Must drop after `ring`.
     bufs: BufRing,
     /// The msghdr template of the request (only `msg_namelen` and `msg_controllen` matter). Boxed
@@ -70,21 +74,25 @@ impl UringRx {
         // One completion per buffer at most is outstanding, plus the end of the multishot
         // and a cancel: size the completion queue so it never overflows.
         let cq = (u32::from(buffers) * 2).max(16);
-        let ring: IoUring = match IoUring::builder()
+        let (ring, coop): (IoUring, bool) = match IoUring::builder()
             .setup_coop_taskrun()
             .setup_taskrun_flag()
             .setup_cqsize(cq)
             .build(8)
         {
-            Ok(r) => r,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
-                .setup_cqsize(cq)
-                .build(8)
-                .map_err(|e| context("io_uring setup", e))?,
+            Ok(r) => (r, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                IoUring::builder()
+                    .setup_cqsize(cq)
+                    .build(8)
+                    .map_err(|e| context("io_uring setup", e))?,
+                false,
+            ),
             Err(e) => return Err(context("io_uring setup", e)),
         };
         let mut rx = UringRx {
             ring,
+            coop,
             bufs,
             msghdr: Box::new(empty_msghdr()),
             fd,
@@ -130,6 +138,11 @@ impl UringRx {
     /// ring ran dry, or anything else), it is armed again. Returns the number of messages
     /// handled: 0 on timeout or when a signal interrupted the wait.
     ///
+    /// With a zero `timeout` nothing waits, and the kernel is entered only when it has
+    /// something for this ring (work to run for it, an overflowed completion queue, or a
+    /// request to submit): an idle ring costs no system call, so one thread can look at many
+    /// rings in turn and sleep in poll(2) when none had anything.
+    ///
     /// An error is returned when the request fails with anything but a transient error (e.g.
     /// the fd is not a UDP socket); the next call arms it again.
     pub fn recv(
@@ -139,6 +152,9 @@ impl UringRx {
     ) -> io::Result<usize> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
+        }
+        if timeout.is_zero() {
+            return self.recv_now(f);
         }
         let deadline = Instant::now().checked_add(timeout);
         let mut handled = 0;
@@ -180,6 +196,41 @@ impl UringRx {
                     _ => return Err(context("io_uring wait", e)),
                 },
             }
+        }
+    }
+
+    /// [`UringRx::recv`] without waiting: what is there now, with a system call only if the
+    /// kernel has work for this ring.
+    fn recv_now(&mut self, f: &mut dyn FnMut(SocketAddr, &mut [u8], usize)) -> io::Result<usize> {
+        if !self.armed {
+            self.arm()?;
+        }
+        let needs_enter = {
+            let sq = self.ring.submission();
+            !sq.is_empty() || sq.cq_overflow() || (self.coop && sq.taskrun())
+        };
+        if needs_enter {
+            // Submits what is queued and runs the ring's pending work, which posts its
+            // completions; it does not wait.
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                    ) => {}
+                Err(e) => return Err(context("io_uring submit", e)),
+            }
+        }
+        let handled = self.harvest(f);
+        self.flush()?;
+        match self.pending_error.take() {
+            Some(e) if handled == 0 => Err(e),
+            Some(e) => {
+                self.pending_error = Some(e);
+                Ok(handled)
+            }
+            None => Ok(handled),
         }
     }
 
