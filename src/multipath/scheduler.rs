@@ -1,9 +1,25 @@
-//! Which paths a packet leaves by. Pure: it sees each path's state, never a socket.
+//! Which paths a packet leaves by. Pure: it sees each path's health, priority, round
+//! trip and weight, never a socket.
 //!
-//! Duplicate mode, the one mode so far: every packet goes out on every path that is up.
-//! If no path is up (netlink may be stale, or every link flapped at once), every path is
-//! tried, so that a wrong link state never silences the tunnel.
+//! - **duplicate** (the default): every packet on every working path (`up` or
+//!   `degraded`); the far end keeps the first copy.
+//! - **failover**: every packet on one path, the best working one: lowest priority
+//!   number, then lowest round trip. A path that stops working is left at once; a better
+//!   one that recovers is taken back only once it has been `up` for the hold time, so a
+//!   flapping primary does not drag traffic back and forth ([`Failover`]).
+//! - **aggregate**: packets striped over the `up` paths in proportion to their weights
+//!   (measured capacity, or configured weights), batch by batch ([`stripe`]); a path
+//!   whose one-way delay exceeds the fastest one's by more than the receiver's reorder
+//!   cap, or whose lag would overrun the replay window, is left out ([`aggregate_set`]).
+//! - **adaptive**: small and latency-sensitive packets ([`classify`]) duplicated as in
+//!   duplicate mode, bulk striped as in aggregate mode.
+//!
+//! If no path works (netlink may be stale, or every link flapped at once), every present
+//! path is tried, so that a wrong state never silences the tunnel.
 
+use std::time::{Duration, Instant};
+
+use crate::multipath::health::State;
 use crate::multipath::path::PathId;
 
 /// The most paths a tunnel can have (the width of [`PathSet`]).
@@ -55,6 +71,297 @@ pub fn duplicate(up: impl IntoIterator<Item = bool>) -> PathSet {
     }
 }
 
+/// How a tunnel spreads packets over its paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Mode {
+    /// Every packet on every working path.
+    #[default]
+    Duplicate,
+    /// Every packet on the best working path.
+    Failover,
+    /// Packets striped over the working paths by capacity or weight.
+    Aggregate,
+    /// Small and latency-sensitive packets duplicated, bulk striped.
+    Adaptive,
+}
+
+impl Mode {
+    /// Every mode, in the order the help lists them.
+    pub const ALL: [Mode; 4] = [
+        Mode::Duplicate,
+        Mode::Failover,
+        Mode::Aggregate,
+        Mode::Adaptive,
+    ];
+
+    /// The mode's name on the command line and in `mpwg show`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Duplicate => "duplicate",
+            Mode::Failover => "failover",
+            Mode::Aggregate => "aggregate",
+            Mode::Adaptive => "adaptive",
+        }
+    }
+
+    /// True if the mode stripes data, so that the receiver should reorder.
+    pub fn stripes(self) -> bool {
+        matches!(self, Mode::Aggregate | Mode::Adaptive)
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mode name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown mode {0:?}: use duplicate, failover, aggregate or adaptive")]
+pub struct UnknownMode(pub String);
+
+impl std::str::FromStr for Mode {
+    type Err = UnknownMode;
+
+    fn from_str(s: &str) -> Result<Mode, UnknownMode> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownMode(s.to_string()))
+    }
+}
+
+/// What the scheduler knows of one path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathView {
+    /// The path.
+    pub id: PathId,
+    /// False if its interface does not exist now (`absent`): never used.
+    pub present: bool,
+    /// Its health.
+    pub state: State,
+    /// When its health last changed.
+    pub since: Instant,
+    /// Lower is preferred in failover mode (by default, the path's place in the list).
+    pub priority: u32,
+    /// Smoothed round trip, if measured.
+    pub srtt: Option<Duration>,
+    /// Share of striped traffic (bytes/s of capacity, or a configured weight).
+    pub weight: f64,
+    /// On trial against a stock peer: gets copies in failover mode.
+    pub trial: bool,
+}
+
+fn set_of<'a>(paths: impl IntoIterator<Item = &'a PathView>) -> PathSet {
+    let mut s = PathSet::default();
+    for p in paths {
+        s.insert(p.id);
+    }
+    s
+}
+
+/// Every present path (the last resort).
+pub fn present(paths: &[PathView]) -> PathSet {
+    set_of(paths.iter().filter(|p| p.present))
+}
+
+/// The paths that work: the `up` ones, else the `degraded` ones; empty if none.
+pub fn healthy(paths: &[PathView]) -> PathSet {
+    let up = set_of(paths.iter().filter(|p| p.present && p.state == State::Up));
+    if up.is_empty() {
+        set_of(
+            paths
+                .iter()
+                .filter(|p| p.present && p.state == State::Degraded),
+        )
+    } else {
+        up
+    }
+}
+
+/// Duplicate mode: every present path that is `up` or `degraded`; if none, every present
+/// path.
+pub fn duplicate_set(paths: &[PathView]) -> PathSet {
+    let working = set_of(paths.iter().filter(|p| p.present && p.state != State::Down));
+    if working.is_empty() {
+        present(paths)
+    } else {
+        working
+    }
+}
+
+fn rank(p: &PathView) -> (u32, Duration) {
+    (p.priority, p.srtt.unwrap_or(Duration::MAX))
+}
+
+/// Failover mode's memory: the path in use, and the hold time against flapping.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    active: Option<PathId>,
+    /// How long a better path must have been `up` before traffic returns to it.
+    pub hold: Duration,
+}
+
+/// Failover's default hold time.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(3);
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            active: None,
+            hold: DEFAULT_HOLD,
+        }
+    }
+}
+
+impl Failover {
+    /// The path in use, as of the last [`Failover::choose`].
+    pub fn active(&self) -> Option<PathId> {
+        self.active
+    }
+
+    /// Where data goes as of `now`: the active path, and paths on trial; every present
+    /// path if none works.
+    pub fn choose(&mut self, paths: &[PathView], now: Instant) -> PathSet {
+        let good = healthy(paths);
+        let best = paths
+            .iter()
+            .filter(|p| good.contains(p.id))
+            .min_by_key(|p| rank(p));
+        let current = self
+            .active
+            .and_then(|a| paths.iter().find(|p| p.id == a && good.contains(p.id)));
+        self.active = match (current, best) {
+            (_, None) => None,
+            (None, Some(b)) => Some(b.id),
+            (Some(c), Some(b)) => {
+                let better = b.priority < c.priority;
+                let settled =
+                    b.state == State::Up && now.saturating_duration_since(b.since) >= self.hold;
+                Some(if better && settled { b.id } else { c.id })
+            }
+        };
+        let Some(a) = self.active else {
+            return present(paths);
+        };
+        let mut s = set_of(paths.iter().filter(|p| p.present && p.trial));
+        s.insert(a);
+        s
+    }
+}
+
+/// Aggregate mode's paths: the working ones (see [`healthy`]) less those that would
+/// arrive too late to be put back in order: a one-way delay (half the round trip) more
+/// than `reorder_cap` beyond the fastest path's, or a lag that at `pps` packets per
+/// second would span more than half of a replay window of `window` packets. Every
+/// present path if none works.
+pub fn aggregate_set(paths: &[PathView], reorder_cap: Duration, pps: f64, window: u64) -> PathSet {
+    let good = healthy(paths);
+    if good.is_empty() {
+        return present(paths);
+    }
+    let fastest = paths
+        .iter()
+        .filter(|p| good.contains(p.id))
+        .filter_map(|p| p.srtt)
+        .min();
+    let Some(fastest) = fastest else {
+        return good;
+    };
+    let max_lag = Duration::from_secs_f64((window as f64 / 2.0) / pps.max(1.0)).min(reorder_cap);
+    set_of(paths.iter().filter(|p| {
+        good.contains(p.id)
+            && p.srtt
+                .is_none_or(|s| s.saturating_sub(fastest) / 2 <= max_lag)
+    }))
+}
+
+/// Striping: the path of `set` that the next `bytes` should take, the one furthest
+/// behind its share: the least `(sent + bytes) / weight`, where `sent(id)` is what the
+/// path was given since the set last changed and `weight(id)` its share. None if the set
+/// is empty.
+pub fn stripe(
+    set: PathSet,
+    bytes: u64,
+    sent: impl Fn(PathId) -> u64,
+    weight: impl Fn(PathId) -> f64,
+) -> Option<PathId> {
+    set.iter()
+        .map(|id| {
+            let w = weight(id);
+            let w = if w.is_finite() && w > 0.0 { w } else { 1e-9 };
+            (id, (sent(id) + bytes) as f64 / w)
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(id, _)| id)
+}
+
+/// What kind of packet this is, for adaptive mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// Small or latency-sensitive: duplicated.
+    Interactive,
+    /// Striped.
+    Bulk,
+}
+
+/// Adaptive mode's default: UDP packets of this many bytes or fewer (IP header
+/// included) are interactive (VoIP frames, games, QUIC acknowledgements).
+pub const DEFAULT_SMALL_UDP: usize = 200;
+
+/// Classifies an IP packet: TCP without payload (acknowledgements, SYN, FIN), DNS (UDP
+/// port 53 either way), ICMP and ICMPv6, and UDP of `small_udp` bytes or fewer are
+/// interactive; the rest, and anything that cannot be parsed, is bulk unless it is too
+/// short to be anything else.
+pub fn classify(ip: &[u8], small_udp: usize) -> Traffic {
+    let Some((proto, l4, total)) = transport(ip) else {
+        return Traffic::Interactive;
+    };
+    match proto {
+        1 | 58 => Traffic::Interactive,
+        6 => {
+            let doff = l4.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
+            if l4.len() <= doff {
+                Traffic::Interactive
+            } else {
+                Traffic::Bulk
+            }
+        }
+        17 => {
+            let port = |i: usize| l4.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            if port(0) == Some(53) || port(2) == Some(53) || total <= small_udp {
+                Traffic::Interactive
+            } else {
+                Traffic::Bulk
+            }
+        }
+        _ => Traffic::Bulk,
+    }
+}
+
+/// (protocol, transport header and payload, IP length) of an IPv4 or IPv6 packet; for
+/// IPv6, only when the next header is the transport (no extension headers).
+fn transport(ip: &[u8]) -> Option<(u8, &[u8], usize)> {
+    match ip.first()? >> 4 {
+        4 if ip.len() >= 20 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]])).min(ip.len());
+            // A later fragment has no transport header.
+            let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+            if ihl < 20 || total < ihl || frag_offset != 0 {
+                return Some((0, &[], total));
+            }
+            Some((ip[9], &ip[ihl..total], total))
+        }
+        6 if ip.len() >= 40 => {
+            let total = (40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]))).min(ip.len());
+            Some((ip[6], &ip[40..total], total))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +391,222 @@ mod tests {
         s.insert(MAX_PATHS - 1);
         assert!(s.contains(MAX_PATHS - 1));
         assert!(!s.contains(MAX_PATHS));
+    }
+
+    fn view(id: PathId, state: State, priority: u32, srtt_ms: u64) -> PathView {
+        PathView {
+            id,
+            present: true,
+            state,
+            since: Instant::now() - Duration::from_secs(3600),
+            priority,
+            srtt: Some(Duration::from_millis(srtt_ms)),
+            weight: 1.0,
+            trial: false,
+        }
+    }
+
+    #[test]
+    fn modes_parse_and_print() {
+        for m in Mode::ALL {
+            assert_eq!(m.as_str().parse::<Mode>(), Ok(m));
+        }
+        assert_eq!(" Failover".parse::<Mode>(), Ok(Mode::Failover));
+        assert_eq!(
+            "bond".parse::<Mode>().unwrap_err().to_string(),
+            "unknown mode \"bond\": use duplicate, failover, aggregate or adaptive"
+        );
+        assert!(Mode::Adaptive.stripes() && !Mode::Failover.stripes());
+    }
+
+    #[test]
+    fn duplicate_uses_working_paths_and_never_none() {
+        let mut p = vec![
+            view(0, State::Up, 0, 10),
+            view(1, State::Degraded, 1, 10),
+            view(2, State::Down, 2, 10),
+        ];
+        assert_eq!(ids(duplicate_set(&p)), vec![0, 1]);
+        p[0].state = State::Down;
+        p[1].state = State::Down;
+        assert_eq!(ids(duplicate_set(&p)), vec![0, 1, 2]);
+        p[2].present = false;
+        assert_eq!(ids(duplicate_set(&p)), vec![0, 1]);
+    }
+
+    #[test]
+    fn failover_takes_priority_then_rtt_and_leaves_a_dead_path_at_once() {
+        let now = Instant::now();
+        let mut f = Failover::default();
+        let mut p = vec![view(0, State::Up, 0, 50), view(1, State::Up, 1, 5)];
+        assert_eq!(
+            ids(f.choose(&p, now)),
+            vec![0],
+            "priority before round trip"
+        );
+        p[1].priority = 0;
+        let mut g = Failover::default();
+        assert_eq!(
+            ids(g.choose(&p, now)),
+            vec![1],
+            "equal priority: lower round trip"
+        );
+        p[1].priority = 1;
+        p[0].state = State::Down;
+        p[0].since = now;
+        assert_eq!(ids(f.choose(&p, now)), vec![1]);
+        // A degraded path is used only when nothing is up.
+        p[1].state = State::Degraded;
+        p.push(view(2, State::Up, 5, 100));
+        assert_eq!(ids(f.choose(&p, now)), vec![2]);
+        p[2].state = State::Down;
+        assert_eq!(ids(f.choose(&p, now)), vec![1]);
+        // Nothing works: every present path.
+        p[1].state = State::Down;
+        assert_eq!(ids(f.choose(&p, now)), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn failover_returns_to_the_primary_only_after_the_hold() {
+        let t0 = Instant::now();
+        let mut f = Failover::default();
+        let mut p = vec![view(0, State::Down, 0, 10), view(1, State::Up, 1, 10)];
+        assert_eq!(ids(f.choose(&p, t0)), vec![1]);
+        // The primary flaps: up for less than the hold time each time.
+        for i in 0..10u32 {
+            let t = t0 + Duration::from_secs(2) * i;
+            p[0].state = if i % 2 == 0 { State::Up } else { State::Down };
+            p[0].since = t;
+            assert_eq!(
+                ids(f.choose(&p, t + Duration::from_secs(1))),
+                vec![1],
+                "flap {i}"
+            );
+        }
+        p[0].state = State::Up;
+        let t = t0 + Duration::from_secs(100);
+        p[0].since = t;
+        assert_eq!(
+            ids(f.choose(&p, t + f.hold - Duration::from_millis(1))),
+            vec![1]
+        );
+        assert_eq!(ids(f.choose(&p, t + f.hold)), vec![0]);
+        assert_eq!(f.active(), Some(0));
+    }
+
+    #[test]
+    fn failover_copies_to_paths_on_trial() {
+        let now = Instant::now();
+        let mut f = Failover::default();
+        let mut p = vec![view(0, State::Degraded, 0, 10), view(1, State::Up, 1, 10)];
+        p[0].trial = true;
+        assert_eq!(ids(f.choose(&p, now)), vec![0, 1]);
+    }
+
+    #[test]
+    fn aggregate_leaves_out_paths_too_late_to_reorder() {
+        let cap = Duration::from_millis(50);
+        let mut p = vec![
+            view(0, State::Up, 0, 20),
+            view(1, State::Up, 1, 80),
+            view(2, State::Up, 2, 200),
+            view(3, State::Degraded, 3, 20),
+        ];
+        // 200 ms is 90 ms one way behind 20 ms: past the cap.
+        assert_eq!(ids(aggregate_set(&p, cap, 1000.0, 8128)), vec![0, 1]);
+        // At 200,000 packets/s, 30 ms of lag spans more than half the window.
+        assert_eq!(ids(aggregate_set(&p, cap, 200_000.0, 8128)), vec![0]);
+        p[0].state = State::Down;
+        p[1].state = State::Down;
+        p[2].state = State::Down;
+        assert_eq!(ids(aggregate_set(&p, cap, 1000.0, 8128)), vec![3]);
+        p[3].state = State::Down;
+        assert_eq!(ids(aggregate_set(&p, cap, 1000.0, 8128)), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn striping_follows_the_weights() {
+        let mut set = PathSet::default();
+        set.insert(0);
+        set.insert(1);
+        let weights = [40.0, 8.0];
+        let mut sent = [0u64; 2];
+        for _ in 0..4800 {
+            let id = stripe(set, 1400, |i| sent[i], |i| weights[i]).unwrap();
+            sent[id] += 1400;
+        }
+        let share = sent[0] as f64 / (sent[0] + sent[1]) as f64;
+        assert!((share - 40.0 / 48.0).abs() < 0.01, "{share}");
+        assert_eq!(stripe(PathSet::default(), 1, |_| 0, |_| 1.0), None);
+        // A zero or broken weight gets (almost) nothing, never a panic.
+        let id = stripe(set, 1400, |_| 0, |i| [0.0, f64::NAN][i]);
+        assert!(id.is_some());
+    }
+
+    fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
+        let total = 20 + l4.len();
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            proto,
+        ];
+        p.resize(20, 0);
+        p.extend_from_slice(l4);
+        p
+    }
+
+    #[test]
+    fn classify_small_and_latency_sensitive_packets() {
+        let small = DEFAULT_SMALL_UDP;
+        // TCP: an ACK (data offset 5, no payload), one with timestamps (8), and data.
+        let mut ack = vec![0u8; 20];
+        ack[12] = 5 << 4;
+        assert_eq!(classify(&ipv4(6, &ack), small), Traffic::Interactive);
+        let mut ts = vec![0u8; 32];
+        ts[12] = 8 << 4;
+        assert_eq!(classify(&ipv4(6, &ts), small), Traffic::Interactive);
+        let mut data = ack.clone();
+        data.extend_from_slice(&[0u8; 1000]);
+        assert_eq!(classify(&ipv4(6, &data), small), Traffic::Bulk);
+        // UDP: DNS either way, small, and large.
+        let mut dns = vec![0u8; 8 + 600];
+        dns[2..4].copy_from_slice(&53u16.to_be_bytes());
+        assert_eq!(classify(&ipv4(17, &dns), small), Traffic::Interactive);
+        dns[2..4].copy_from_slice(&5353u16.to_be_bytes());
+        dns[0..2].copy_from_slice(&53u16.to_be_bytes());
+        assert_eq!(classify(&ipv4(17, &dns), small), Traffic::Interactive);
+        dns[0..2].copy_from_slice(&4000u16.to_be_bytes());
+        assert_eq!(classify(&ipv4(17, &dns), small), Traffic::Bulk);
+        assert_eq!(classify(&ipv4(17, &dns), 1000), Traffic::Interactive);
+        assert_eq!(
+            classify(&ipv4(17, &[0u8; 100]), small),
+            Traffic::Interactive
+        );
+        // ICMP, and ICMPv6.
+        assert_eq!(
+            classify(&ipv4(1, &[8, 0, 0, 0]), small),
+            Traffic::Interactive
+        );
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 58, 64];
+        v6.resize(48, 0);
+        assert_eq!(classify(&v6, small), Traffic::Interactive);
+        // IPv6 TCP with payload.
+        let mut v6 = vec![0x60, 0, 0, 0, 0x04, 0x14, 6, 64];
+        v6.resize(40, 0);
+        v6.extend_from_slice(&data);
+        assert_eq!(classify(&v6, small), Traffic::Bulk);
+        // Junk never panics.
+        for n in 0..64 {
+            let _ = classify(&vec![0x4f; n], small);
+            let _ = classify(&vec![0x6f; n], small);
+        }
+        assert_eq!(classify(&[], small), Traffic::Interactive);
     }
 }

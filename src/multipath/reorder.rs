@@ -1,0 +1,398 @@
+//! The reorder buffer, as pure logic: packets striped over paths of different delay are
+//! released in counter order (WireGuard's per-session send counter), each held at most
+//! a bounded time.
+//!
+//! Every counter the session commits comes in, including those that carry nothing for
+//! the TUN (keepalives, probes): they advance the order without releasing anything. A
+//! packet whose predecessors are all released goes out at once; one that arrives past a
+//! gap waits until the gap fills or its hold time ends, and then everything up to it
+//! goes out in order, the gap given up for lost. So a lost packet blocks the flow at
+//! most one hold time, and the hold ([`hold_for`]) follows the measured delay
+//! difference between the paths, capped ([`DEFAULT_CAP`] by default). A packet that
+//! arrives after its place was given up is released at once (late): the receiver's TCP
+//! sorts it out. Duplicate mode needs none of this (first copy wins) and does not use it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The default cap on a packet's hold.
+pub const DEFAULT_CAP: Duration = Duration::from_millis(50);
+/// The most packets held at once by default; past it, the oldest gap is given up.
+pub const DEFAULT_MAX_HELD: usize = 2048;
+
+/// How long a packet that arrived past a gap waits: the spread of the paths' one-way
+/// delays (`spread`: the difference between the slowest and the fastest path in use,
+/// None if not known) plus four times their jitter, or twice the time gaps were seen to
+/// take to fill, whichever is longer, plus 2 ms; at most `cap`. Unknown delays hold for
+/// the cap.
+pub fn hold_for(
+    spread: Option<Duration>,
+    jitter: Duration,
+    observed_fill: Option<Duration>,
+    cap: Duration,
+) -> Duration {
+    let Some(spread) = spread else {
+        return cap;
+    };
+    let by_delay = spread + jitter * 4;
+    let by_fill = observed_fill.map_or(Duration::ZERO, |f| f * 2);
+    (by_delay.max(by_fill) + Duration::from_millis(2)).min(cap)
+}
+
+/// What a reorder buffer has done, for `mpwg show`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReorderStats {
+    /// Packets that waited for a gap to fill.
+    pub held: u64,
+    /// Gaps given up for lost (hold time ended, or too many held).
+    pub given_up: u64,
+    /// Packets that arrived after their place was given up.
+    pub late: u64,
+}
+
+/// A session's reorder buffer, holding items of type `T` (packet buffers).
+#[derive(Debug)]
+pub struct Reorder<T> {
+    next: Option<u64>,
+    held: BTreeMap<u64, (Instant, Option<T>)>,
+    /// (deadline, counter), in the order they were held.
+    deadlines: VecDeque<(Instant, u64)>,
+    max_held: usize,
+    fill: Option<Duration>,
+    stats: ReorderStats,
+}
+
+impl<T> Default for Reorder<T> {
+    fn default() -> Self {
+        Reorder::new(DEFAULT_MAX_HELD)
+    }
+}
+
+impl<T> Reorder<T> {
+    /// An empty buffer holding at most `max_held` packets.
+    pub fn new(max_held: usize) -> Reorder<T> {
+        Reorder {
+            next: None,
+            held: BTreeMap::new(),
+            deadlines: VecDeque::new(),
+            max_held: max_held.max(1),
+            fill: None,
+            stats: ReorderStats::default(),
+        }
+    }
+
+    /// Packets held now.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// True if nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// What the buffer has done.
+    pub fn stats(&self) -> ReorderStats {
+        self.stats
+    }
+
+    /// How long gaps took to fill, smoothed (1/8).
+    pub fn fill_time(&self) -> Option<Duration> {
+        self.fill
+    }
+
+    /// When the next held packet's hold ends.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.front().map(|d| d.0)
+    }
+
+    /// Takes the committed `counter` (with `item` for the TUN, or None for a keepalive
+    /// or probe) at `now`; what may go out now is passed to `out`, in order. A packet past
+    /// a gap waits at most `hold`.
+    pub fn push(
+        &mut self,
+        counter: u64,
+        item: Option<T>,
+        now: Instant,
+        hold: Duration,
+        out: &mut impl FnMut(T),
+    ) {
+        let next = *self.next.get_or_insert(counter);
+        if counter < next {
+            if let Some(t) = item {
+                self.stats.late += 1;
+                out(t);
+            }
+            return;
+        }
+        if counter == next {
+            if let Some((&first, _)) = self.held.first_key_value() {
+                // The gap in front of the held packets filled.
+                let oldest = self.held[&first].0;
+                let waited = now.saturating_duration_since(oldest);
+                self.fill = Some(self.fill.map_or(waited, |f| (f * 7 + waited) / 8));
+            }
+            if let Some(t) = item {
+                out(t);
+            }
+            self.next = Some(counter + 1);
+            self.drain(out);
+            return;
+        }
+        if hold.is_zero() {
+            // Nothing to wait for: give the gap up now.
+            self.release_through(counter - 1, out);
+            return self.push(counter, item, now, hold, out);
+        }
+        if self.held.contains_key(&counter) {
+            return;
+        }
+        if item.is_some() {
+            self.stats.held += 1;
+        }
+        self.held.insert(counter, (now, item));
+        self.deadlines.push_back((now + hold, counter));
+        if self.held.len() > self.max_held {
+            if let Some((&first, _)) = self.held.first_key_value() {
+                self.release_through(first, out);
+            }
+        }
+    }
+
+    /// Releases what has waited its hold time as of `now` (and everything in front of
+    /// it, gaps given up).
+    pub fn poll(&mut self, now: Instant, out: &mut impl FnMut(T)) {
+        let mut through = None;
+        while let Some(&(deadline, counter)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            through = through.max(Some(counter));
+        }
+        if let Some(c) = through {
+            if self.next.is_some_and(|n| c >= n) {
+                self.release_through(c, out);
+            }
+        }
+    }
+
+    /// Releases everything held, in order (the session ended).
+    pub fn flush(&mut self, out: &mut impl FnMut(T)) {
+        if let Some((&last, _)) = self.held.last_key_value() {
+            self.release_through(last, out);
+        }
+        self.deadlines.clear();
+    }
+
+    /// Gives up every gap up to `counter` and releases what is held up to it, then
+    /// whatever follows in sequence.
+    fn release_through(&mut self, counter: u64, out: &mut impl FnMut(T)) {
+        let next = self.next.unwrap_or(0);
+        if counter < next {
+            return;
+        }
+        let mut expect = next;
+        while let Some(entry) = self.held.first_entry() {
+            let c = *entry.key();
+            if c > counter {
+                break;
+            }
+            if c != expect {
+                self.stats.given_up += 1;
+            }
+            let (_, item) = entry.remove();
+            if let Some(t) = item {
+                out(t);
+            }
+            expect = c + 1;
+        }
+        if expect <= counter {
+            self.stats.given_up += 1;
+        }
+        self.next = Some(counter + 1);
+        self.drain(out);
+        self.deadlines.retain(|&(_, c)| c > counter);
+    }
+
+    fn drain(&mut self, out: &mut impl FnMut(T)) {
+        let Some(mut next) = self.next else {
+            return;
+        };
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() != next {
+                break;
+            }
+            let (_, item) = entry.remove();
+            if let Some(t) = item {
+                out(t);
+            }
+            next += 1;
+        }
+        self.next = Some(next);
+        if self.deadlines.len() > self.held.len() * 2 + 16 {
+            self.deadlines.retain(|&(_, c)| c >= next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    struct Rig {
+        r: Reorder<u64>,
+        out: Vec<u64>,
+        t0: Instant,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            Rig {
+                r: Reorder::default(),
+                out: Vec::new(),
+                t0: Instant::now(),
+            }
+        }
+        fn push(&mut self, c: u64, at_ms: u64, hold_ms: u64) {
+            let out = &mut self.out;
+            self.r
+                .push(c, Some(c), self.t0 + ms(at_ms), ms(hold_ms), &mut |x| {
+                    out.push(x)
+                });
+        }
+        fn skip(&mut self, c: u64, at_ms: u64) {
+            let out = &mut self.out;
+            self.r
+                .push(c, None, self.t0 + ms(at_ms), ms(50), &mut |x| out.push(x));
+        }
+        fn poll(&mut self, at_ms: u64) {
+            let out = &mut self.out;
+            self.r.poll(self.t0 + ms(at_ms), &mut |x| out.push(x));
+        }
+        fn take(&mut self) -> Vec<u64> {
+            std::mem::take(&mut self.out)
+        }
+    }
+
+    #[test]
+    fn in_order_passes_straight_through() {
+        let mut g = Rig::new();
+        for c in 10..20 {
+            g.push(c, 0, 50);
+        }
+        assert_eq!(g.take(), (10..20).collect::<Vec<_>>());
+        assert!(g.r.is_empty());
+    }
+
+    #[test]
+    fn two_paths_of_different_delay_come_out_in_counter_order() {
+        // Even counters on a 5 ms path, odd ones on a 25 ms path, one every ms.
+        let mut g = Rig::new();
+        let mut arrivals: Vec<(u64, u64)> = (0..200u64)
+            .map(|c| (c + if c % 2 == 0 { 5 } else { 25 }, c))
+            .collect();
+        arrivals.sort();
+        for &(t, c) in &arrivals {
+            g.poll(t);
+            g.push(c, t, 30);
+        }
+        g.poll(1000);
+        assert_eq!(g.take(), (0..200).collect::<Vec<_>>());
+        assert_eq!(g.r.stats().given_up, 0);
+        let fill = g.r.fill_time().unwrap();
+        assert!(fill >= ms(15) && fill <= ms(21), "{fill:?}");
+    }
+
+    #[test]
+    fn a_lost_packet_blocks_at_most_the_hold() {
+        let mut g = Rig::new();
+        g.push(0, 0, 50);
+        // 1 is lost; 2.. arrive one per ms.
+        for c in 2..100u64 {
+            g.poll(c);
+            g.push(c, c, 50);
+            if c < 52 {
+                assert_eq!(
+                    g.take(),
+                    vec![0].into_iter().filter(|_| c == 2).collect::<Vec<_>>()
+                );
+            }
+        }
+        // At 52 ms the hold of counter 2 (arrived at 2 ms) ended: everything held went.
+        let mut g = Rig::new();
+        g.push(0, 0, 50);
+        for c in 2..60u64 {
+            g.push(c, c, 50);
+        }
+        g.take();
+        g.poll(51);
+        assert!(g.take().is_empty());
+        g.poll(52);
+        assert_eq!(g.take(), (2..60).collect::<Vec<_>>());
+        assert_eq!(g.r.stats().given_up, 1);
+        // The lost one turning up late goes straight out.
+        g.push(1, 70, 50);
+        assert_eq!(g.take(), vec![1]);
+        assert_eq!(g.r.stats().late, 1);
+    }
+
+    #[test]
+    fn keepalives_and_probes_advance_the_order() {
+        let mut g = Rig::new();
+        g.push(0, 0, 50);
+        g.push(2, 1, 50);
+        assert_eq!(g.take(), vec![0]);
+        g.skip(1, 2);
+        assert_eq!(g.take(), vec![2]);
+        assert!(g.r.is_empty());
+    }
+
+    #[test]
+    fn zero_hold_never_waits() {
+        let mut g = Rig::new();
+        g.push(0, 0, 0);
+        g.push(3, 0, 0);
+        g.push(2, 0, 0);
+        assert_eq!(g.take(), vec![0, 3, 2]);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut r: Reorder<u64> = Reorder::new(8);
+        let mut out = Vec::new();
+        let t = Instant::now();
+        for c in 1..=20 {
+            r.push(c, Some(c), t, ms(50), &mut |x| out.push(x));
+            assert!(r.len() <= 8);
+        }
+        r.push(0, Some(0), t, ms(50), &mut |x| out.push(x));
+        let mut expect: Vec<u64> = (1..=20).collect();
+        expect.insert(12, 0);
+        // The first counter seen (1) started the order: 0 is late, the rest in order.
+        let mut sorted = out.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..=20).collect::<Vec<_>>());
+        let without_late: Vec<u64> = out.iter().copied().filter(|&c| c != 0).collect();
+        assert_eq!(without_late, (1..=20).collect::<Vec<_>>());
+        r.flush(&mut |x| out.push(x));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn the_hold_follows_the_delay_spread_under_the_cap() {
+        let cap = DEFAULT_CAP;
+        assert_eq!(hold_for(None, Duration::ZERO, None, cap), cap);
+        assert_eq!(hold_for(Some(ms(15)), ms(1), None, cap), ms(21));
+        assert_eq!(hold_for(Some(ms(15)), ms(1), Some(ms(20)), cap), ms(42));
+        assert_eq!(hold_for(Some(ms(200)), Duration::ZERO, None, cap), cap);
+        assert_eq!(
+            hold_for(Some(Duration::ZERO), Duration::ZERO, None, cap),
+            ms(2)
+        );
+    }
+}
