@@ -9,6 +9,8 @@
 //! * [`wg`], [`genkey`], [`pubkey`], [`ping`], [`tcp_transfer`], [`udp_garbage`], [`uapi`]:
 //!   the things a test does to a tunnel.
 //! * [`Pair`]: two namespaces, one veth, a daemon on each side, configured with `wg set`.
+//! * [`emulator`]: a router namespace between A and B with per-path, per-direction
+//!   delay, jitter, loss and rate (`emulator::RoutedLab`), for a kernel without netem.
 //!
 //! Every test that builds a lab starts with `let Some(_lab) = common::lab("name") else
 //! { return };`: without root it prints a skip message and passes, as root it takes the
@@ -37,6 +39,9 @@ use std::time::{Duration, Instant};
 
 /// The daemon under test, built by cargo for this test binary.
 pub const MPWG: &str = env!("CARGO_BIN_EXE_mpwg");
+
+/// The link emulator and the routed lab (A, a router, B) it runs in.
+pub mod emulator;
 
 /// How long a daemon gets to answer `wg show` after it was started.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
