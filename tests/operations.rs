@@ -343,6 +343,12 @@ fn metrics_parse_with_the_official_parsers_and_move_with_traffic() {
     names.sort();
     assert_eq!(names, ["veth0", "veth1"], "{up:?}");
     assert!(up.iter().all(|s| s.value == Some(1.0)), "{up:?}");
+    for path in ["veth0", "veth1"] {
+        for (state, want) in [("up", 1.0), ("down", 0.0), ("absent", 0.0)] {
+            let l = [("path", path), ("state", state)];
+            assert_eq!(value(&before, "mpwg_path_state", &l), want, "{l:?}");
+        }
+    }
     // RTT and loss: only series for paths, and sane values, when path health knows them.
     for family in ["mpwg_path_rtt_seconds", "mpwg_path_loss_ratio"] {
         for s in &before[family].samples {

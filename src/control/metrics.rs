@@ -66,6 +66,9 @@ pub fn encode(status: &Status, format: Format) -> String {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The states a path can be in, each with a `mpwg_path_state` series.
+const PATH_STATES: [&str; 4] = ["up", "degraded", "down", "absent"];
+
 /// A value of one series.
 #[derive(Debug, Clone, Copy)]
 enum Value {
@@ -141,6 +144,26 @@ fn families(s: &Status) -> Vec<Family> {
         s.paths
             .iter()
             .map(|p| (path(p), Value::IntGauge(i64::from(p.state == "up"))))
+            .collect(),
+    ));
+    out.push(family(
+        "mpwg_path_state",
+        "The path's state: 1 for the one it is in (up, degraded, down or absent), 0 for the others",
+        None,
+        MetricType::Gauge,
+        s.paths
+            .iter()
+            .flat_map(|p| {
+                let mut states = PATH_STATES.to_vec();
+                if !states.contains(&p.state.as_str()) {
+                    states.push(p.state.as_str());
+                }
+                states.into_iter().map(move |st| {
+                    let mut labels = path(p);
+                    labels.push(("state", st.to_string()));
+                    (labels, Value::IntGauge(i64::from(p.state == st)))
+                })
+            })
             .collect(),
     ));
     type PathCounter = (
@@ -329,6 +352,9 @@ mod tests {
         for want in [
             r#"mpwg_path_up{device="mp0",path="eth0"} 1"#,
             r#"mpwg_path_up{device="mp0",path="wwan0"} 0"#,
+            r#"mpwg_path_state{device="mp0",path="wwan0",state="down"} 1"#,
+            r#"mpwg_path_state{device="mp0",path="wwan0",state="up"} 0"#,
+            r#"mpwg_path_state{device="mp0",path="eth0",state="absent"} 0"#,
             r#"mpwg_path_tx_bytes_total{device="mp0",path="eth0"} 1000"#,
             r#"mpwg_path_rx_bytes_total{device="mp0",path="eth0"} 900"#,
             r#"mpwg_path_tx_packets_total{device="mp0",path="eth0"} 10"#,
