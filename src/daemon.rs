@@ -90,6 +90,9 @@ pub enum DaemonError {
     /// The metrics listener.
     #[error(transparent)]
     Metrics(#[from] HttpError),
+    /// The configuration file asks for more than the device holds.
+    #[error("the configuration is too large: {0}")]
+    Limits(crate::protocol::device::ApplyError),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
@@ -138,6 +141,8 @@ struct Tunnel {
     set_lock: Mutex<()>,
     /// Tells the main thread to stop.
     stop: Mutex<mpsc::Sender<Stop>>,
+    /// The receive thread's end of the handshake worker's queue.
+    handshakes: datapath::handshake::HandshakeQueue,
 }
 
 impl Tunnel {
@@ -153,6 +158,7 @@ impl Tunnel {
                 t.io,
                 t.receive == ReceiveMode::Primary,
                 t.decrypt_workers,
+                &t.handshakes,
             )
         });
     }
@@ -334,7 +340,13 @@ impl UapiHandler for Arc<Tunnel> {
 
     fn set(&self, mut req: SetRequest) -> Result<(), UapiError> {
         let _guard = self.set_lock.lock();
+        // All or nothing: the device's limits are checked before any socket changes.
+        self.device.check(&req).map_err(|e| UapiError {
+            errno: libc::E2BIG,
+            message: e.to_string(),
+        })?;
         let current = self.paths.port();
+        let mut rebound = false;
         if let Some(port) = req.listen_port {
             if port != current || port == 0 {
                 let fwmark = req.fwmark.unwrap_or_else(|| self.device.fwmark());
@@ -347,17 +359,26 @@ impl UapiHandler for Arc<Tunnel> {
                 })?;
                 // The receive loop notices the replaced sockets and takes the new ones.
                 req.listen_port = Some(self.paths.port());
+                rebound = true;
                 tracing::info!(port = self.paths.port(), "listen port changed");
             }
         }
-        if let Some(mark) = req.fwmark {
-            self.paths.set_fwmark(mark).map_err(|e| UapiError {
-                errno: e.raw_os_error().unwrap_or(libc::EIO),
-                message: format!("setting fwmark {mark}: {e}"),
-            })?;
+        // A rebind opened the new sockets with the new mark already.
+        if let Some(mark) = req.fwmark.filter(|_| !rebound) {
+            if let Err(e) = self.paths.set_fwmark(mark) {
+                let _ = self.paths.set_fwmark(self.device.fwmark());
+                return Err(UapiError {
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    message: format!("setting fwmark {mark}: {e}"),
+                });
+            }
         }
-        self.device.apply(&req, Instant::now());
-        Ok(())
+        self.device
+            .apply(&req, Instant::now())
+            .map_err(|e| UapiError {
+                errno: libc::E2BIG,
+                message: e.to_string(),
+            })
     }
 }
 
@@ -421,8 +442,11 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
     let paths = Arc::new(paths);
     initial.listen_port = Some(paths.port());
     let device = Arc::new(Device::new(opts.mtu as usize));
-    device.apply(&initial, Instant::now());
+    device
+        .apply(&initial, Instant::now())
+        .map_err(DaemonError::Limits)?;
     let (stop_tx, stop_rx) = mpsc::channel();
+    let (handshakes, handshake_worker) = datapath::handshake::queue();
     let tunnel = Arc::new(Tunnel {
         name: opts.name.clone(),
         device,
@@ -434,6 +458,7 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
         io: opts.io,
         set_lock: Mutex::new(()),
         stop: Mutex::new(stop_tx.clone()),
+        handshakes,
     });
     let uapi = UapiServer::bind(&opts.name)?;
     let control = ControlServer::bind(&opts.name)?;
@@ -450,6 +475,10 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
     for i in &interfaces {
         tunnel.link_changed(i.link.index, i.link.is_up(), &i.link.name);
     }
+    let t = tunnel.clone();
+    datapath::spawn("mpwg-handshake".into(), move || {
+        handshake_worker.run(&t.device, &*t.paths)
+    });
     tunnel.spawn_receiver();
     let t = tunnel.clone();
     datapath::spawn("mpwg-netlink".into(), move || t.netlink_loop(events));

@@ -164,7 +164,8 @@ fn pair_with(psk: Option<[u8; 32]>, bt_handshake_limit: Option<u64>) -> Pair {
             }],
         },
         Instant::now(),
-    );
+    )
+    .unwrap();
     Pair {
         dev,
         cap: Capture::default(),
@@ -551,7 +552,8 @@ fn a_peer_answering_one_initiation_twice_keeps_its_last_session() {
             ..Default::default()
         },
         Instant::now(),
-    );
+    )
+    .unwrap();
     let now = Instant::now();
     let mut send_cache = SendCache::default();
     let mut rx_cache = RxCache::default();
@@ -866,25 +868,27 @@ fn sealing_through_a_cache_follows_configuration_changes() {
         assert_eq!(p.bt_recv(&b[..n]).1, vec![pkt.clone()]);
     }
     let key = p.dev.peers()[0].public_key;
-    p.dev.apply(
-        &SetRequest {
-            private_key: None,
-            listen_port: None,
-            fwmark: None,
-            replace_peers: false,
-            peers: vec![PeerUpdate {
-                public_key: key,
-                remove: false,
-                update_only: true,
-                preshared_key: None,
-                endpoint: None,
-                persistent_keepalive: None,
-                replace_allowed_ips: true,
-                allowed_ips: vec![],
-            }],
-        },
-        now,
-    );
+    p.dev
+        .apply(
+            &SetRequest {
+                private_key: None,
+                listen_port: None,
+                fwmark: None,
+                replace_peers: false,
+                peers: vec![PeerUpdate {
+                    public_key: key,
+                    remove: false,
+                    update_only: true,
+                    preshared_key: None,
+                    endpoint: None,
+                    persistent_keepalive: None,
+                    replace_allowed_ips: true,
+                    allowed_ips: vec![],
+                }],
+            },
+            now,
+        )
+        .unwrap();
     assert!(matches!(
         p.dev
             .seal_cached(&mut buf, pkt.len(), now, &p.cap, &mut cache),

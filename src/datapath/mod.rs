@@ -5,7 +5,8 @@
 //!   seals each in place, coalesces runs of equal-size messages to one peer, and hands each
 //!   run to the paths as one UDP GSO send per path socket.
 //! * One receive thread over every path socket's ring: splits GRO batches by segment size,
-//!   handles handshake messages at once and gathers data messages into batches, in the
+//!   queues handshake messages for the handshake worker ([`handshake`]: off the data's
+//!   thread, in a bounded queue) and gathers data messages into batches, in the
 //!   order they arrived. A batch is opened ([`Device::open_batch`]: copies the replay
 //!   window holds are dropped before decryption) either by the receive thread itself, or
 //!   by decryption workers (`--decrypt-workers`, pinned like the TX workers) that write
@@ -13,6 +14,7 @@
 //!   flow reach the TUN in the order they arrived, coalesced per flow.
 
 pub mod gso;
+pub mod handshake;
 pub mod paths;
 pub mod queueing;
 pub mod rx;

@@ -1,5 +1,6 @@
 //! The receive side: one receive thread over every path socket's ring splits GRO
-//! batches by segment size, hands handshake messages to the device at once, and gathers
+//! batches by segment size, queues handshake messages for the handshake worker
+//! ([`crate::datapath::handshake`]), and gathers
 //! data messages into batches, in the order they arrived. A batch is opened
 //! ([`Device::decrypt_batch`], then [`Device::commit_batch`]: copies the replay window
 //! holds are dropped before decryption) either by the receive thread itself, or by
@@ -13,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::datapath::handshake::HandshakeQueue;
 use crate::datapath::paths::{Path, PathSocket, Paths};
 use crate::datapath::queueing::{Dispatcher, Writer};
 use crate::datapath::{guarded, pin_to, would_block, Io, MAX_PACKET};
@@ -47,9 +49,11 @@ pub fn rx_worker(
     io: Io,
     primary_only: bool,
     decrypt_workers: usize,
+    handshakes: &HandshakeQueue,
 ) {
     if decrypt_workers == 0 {
-        let mut rx = Receiver::new(device, paths, Sink::inline(queue, batch_size));
+        let sink = Sink::inline(queue, batch_size);
+        let mut rx = Receiver::new(device, paths, handshakes, sink);
         return receive_loop(&mut rx, paths, io, primary_only);
     }
     let (dispatcher, workers, writer) = crate::datapath::queueing::queues(
@@ -72,7 +76,7 @@ pub fn rx_worker(
                 })
                 .expect("spawning a thread");
         }
-        let mut rx = Receiver::new(device, paths, Sink::workers(dispatcher));
+        let mut rx = Receiver::new(device, paths, handshakes, Sink::workers(dispatcher));
         receive_loop(&mut rx, paths, io, primary_only)
     })
 }
@@ -222,14 +226,21 @@ impl<'a> Sink<'a> {
 struct Receiver<'a> {
     device: &'a Device,
     paths: &'a Paths,
+    handshakes: &'a HandshakeQueue,
     sink: Sink<'a>,
 }
 
 impl<'a> Receiver<'a> {
-    fn new(device: &'a Device, paths: &'a Paths, sink: Sink<'a>) -> Receiver<'a> {
+    fn new(
+        device: &'a Device,
+        paths: &'a Paths,
+        handshakes: &'a HandshakeQueue,
+        sink: Sink<'a>,
+    ) -> Receiver<'a> {
         Receiver {
             device,
             paths,
+            handshakes,
             sink,
         }
     }
@@ -242,7 +253,7 @@ impl<'a> Receiver<'a> {
     }
 
     /// Splits one receive (a GRO batch) on `path` into datagrams: data messages join the
-    /// batch, handshake messages are handled at once.
+    /// batch, handshake messages go to the handshake worker's queue.
     fn handle(&mut self, path: &Path, from: SocketAddr, payload: &mut [u8], segment: usize) {
         let n = payload.len();
         let segment = segment.clamp(1, n.max(1));
@@ -253,8 +264,7 @@ impl<'a> Receiver<'a> {
         };
         for datagram in payload.chunks_mut(segment) {
             if classify(datagram) != Some(Kind::Data) {
-                self.device
-                    .receive_handshake(src, datagram, Instant::now(), self.paths);
+                self.handshakes.submit(self.device, src, datagram);
                 continue;
             }
             if self.batch().is_some_and(|b| b.is_full()) {

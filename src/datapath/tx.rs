@@ -147,5 +147,8 @@ fn tx_loop(queue: &TunQueue, device: &Device, tx: &dyn Transmit, batch_size: usi
             }
         }
         flush(&mut batch, &bufs, device, tx, now);
+        // Let go of the batch's sessions before waiting on the TUN: an idle worker must
+        // not keep an expired session (and its keys) alive.
+        cache.end_batch();
     }
 }

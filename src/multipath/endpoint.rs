@@ -6,6 +6,14 @@
 //! that is itself multi-homed, behind two NATs, gets every packet at each of its addresses.
 //! A path on which the peer has not been heard recently sends to the address the peer was
 //! last heard from on any path, or else to the configured endpoint.
+//!
+//! An address is learned in one of two ways ([`Learned`]): from a first copy, a packet
+//! whose counter passed the replay window (the peer sent it, from there), or from a
+//! duplicate, a copy of a packet committed moments before (how a path whose copies always
+//! lose the race learns where the peer sends on it). A duplicate can be replayed by
+//! anyone who saw the packet, so what it teaches counts for less: it never becomes the
+//! `latest` address (`wg show`'s endpoint), and it never evicts an address learned from
+//! a first copy.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,11 +29,22 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// The most destinations one path sends a packet to.
 pub const MAX_DESTINATIONS: usize = 4;
 
+/// How an address was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// From a packet whose counter passed the replay window, or a handshake message.
+    First,
+    /// From a copy of a packet just committed (on another path, or earlier in a batch).
+    Copy,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
     path: PathId,
     addr: SocketAddr,
     at: Instant,
+    /// A first copy came from here (not only duplicates).
+    first: bool,
 }
 
 /// A peer's endpoints.
@@ -65,11 +84,21 @@ impl Destinations {
 
 impl Endpoints {
     /// Sets the endpoint from configuration (`wg set ... endpoint`). It becomes the
-    /// address to use until the peer is heard from.
+    /// address to use until the peer is heard from. Setting the endpoint already
+    /// configured changes nothing (a reload of an unchanged configuration, `wg
+    /// syncconf`, must not forget where the peer was heard on each path).
     pub fn set_configured(&mut self, addr: SocketAddr) {
+        if self.configured == Some(addr) {
+            return;
+        }
         self.configured = Some(addr);
         self.latest = Some(addr);
         self.seen.clear();
+    }
+
+    /// The configured endpoint.
+    pub fn configured(&self) -> Option<SocketAddr> {
+        self.configured
     }
 
     /// The address `wg show` reports: the last one the peer was heard from, or the
@@ -78,32 +107,54 @@ impl Endpoints {
         self.latest.or(self.configured)
     }
 
-    /// Records that an authenticated packet from `addr` arrived on `path`.
+    /// Records that an authenticated first copy (or handshake message) from `addr`
+    /// arrived on `path`: the peer roams there.
     pub fn record(&mut self, path: PathId, addr: SocketAddr, now: Instant) {
-        self.latest = Some(addr);
+        self.record_as(path, addr, now, Learned::First);
+    }
+
+    /// Records that a fresh, authentic copy of a packet already committed came from
+    /// `addr` on `path` (see [`Learned`] for what a copy may and may not change).
+    pub fn record_copy(&mut self, path: PathId, addr: SocketAddr, now: Instant) {
+        self.record_as(path, addr, now, Learned::Copy);
+    }
+
+    /// Records an address learned as `how` says.
+    pub fn record_as(&mut self, path: PathId, addr: SocketAddr, now: Instant, how: Learned) {
+        let first = how == Learned::First;
+        if first {
+            self.latest = Some(addr);
+        }
         if let Some(s) = self
             .seen
             .iter_mut()
             .find(|s| s.path == path && s.addr == addr)
         {
             s.at = now;
+            s.first |= first;
             return;
         }
         if self.seen.len() >= MAX_SEEN {
-            if let Some(oldest) = self
-                .seen
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, s)| s.at)
-                .map(|(i, _)| i)
-            {
-                self.seen.swap_remove(oldest);
-            }
+            // The stalest address learned from copies only goes first; an address learned
+            // from a first copy goes only to make room for another such.
+            let stalest = |copies_only: bool| {
+                self.seen
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !copies_only || !s.first)
+                    .min_by_key(|(_, s)| s.at)
+                    .map(|(i, _)| i)
+            };
+            let Some(evict) = stalest(true).or_else(|| stalest(false).filter(|_| first)) else {
+                return;
+            };
+            self.seen.swap_remove(evict);
         }
         self.seen.push(Seen {
             path,
             addr,
             at: now,
+            first,
         });
     }
 
@@ -223,5 +274,65 @@ mod tests {
             e.destinations(0, now, DEFAULT_WINDOW).iter().count(),
             MAX_DESTINATIONS
         );
+    }
+
+    #[test]
+    fn copies_never_set_latest_nor_evict_first_copies() {
+        let t0 = Instant::now();
+        let mut e = Endpoints::default();
+        e.set_configured(a("10.0.0.2:51820"));
+        e.record(0, a("10.0.0.2:51820"), t0);
+        e.record_copy(1, a("10.0.1.2:51820"), t0);
+        assert_eq!(
+            e.current(),
+            Some(a("10.0.0.2:51820")),
+            "a copy is not latest"
+        );
+        let d: Vec<_> = e.destinations(1, t0, DEFAULT_WINDOW).iter().collect();
+        assert_eq!(d, vec![a("10.0.1.2:51820")], "but its path sends there");
+        // Fill the table with first copies, then flood it with copies from new places.
+        for i in 0..(MAX_SEEN as u16 - 2) {
+            let at = t0 + Duration::from_millis(u64::from(i) + 1);
+            e.record(0, SocketAddr::from(([10, 0, 0, 3], i)), at);
+        }
+        assert_eq!(e.seen(t0).len(), MAX_SEEN);
+        for i in 0..100u16 {
+            let at = t0 + Duration::from_secs(1) + Duration::from_millis(u64::from(i));
+            e.record_copy(1, SocketAddr::from(([192, 0, 2, 66], i)), at);
+        }
+        let seen = e.seen(t0);
+        assert!(
+            seen.iter().any(|(_, ad, _)| *ad == a("10.0.0.2:51820")),
+            "first copies stay: {seen:?}"
+        );
+        assert_eq!(
+            seen.iter()
+                .filter(|(_, ad, _)| ad.ip() == a("192.0.2.66:1").ip())
+                .count(),
+            1,
+            "copies only take the one slot a copy held"
+        );
+        assert_eq!(e.current(), Some(a("10.0.0.3:13")));
+        // A first copy from a new place may evict: a copy-only entry first.
+        e.record(1, a("10.0.1.9:1"), t0 + Duration::from_secs(3));
+        assert!(!e
+            .seen(t0)
+            .iter()
+            .any(|(_, ad, _)| ad.ip() == a("192.0.2.66:1").ip()));
+        assert_eq!(e.current(), Some(a("10.0.1.9:1")));
+    }
+
+    #[test]
+    fn setting_the_same_endpoint_again_changes_nothing() {
+        let t0 = Instant::now();
+        let mut e = Endpoints::default();
+        e.set_configured(a("10.0.0.2:51820"));
+        e.record(1, a("10.0.1.2:51820"), t0);
+        e.set_configured(a("10.0.0.2:51820"));
+        assert_eq!(e.current(), Some(a("10.0.1.2:51820")));
+        assert_eq!(e.seen(t0).len(), 1);
+        e.set_configured(a("10.0.0.7:51820"));
+        assert_eq!(e.current(), Some(a("10.0.0.7:51820")));
+        assert!(e.seen(t0).is_empty());
     }
 }

@@ -10,6 +10,7 @@ pub mod device;
 pub mod key;
 pub mod noise;
 pub mod peer;
+pub mod ratelimit;
 pub mod replay;
 pub mod request;
 pub mod session;

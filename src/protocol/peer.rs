@@ -8,10 +8,13 @@ use std::time::{Instant, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
+use zeroize::Zeroizing;
+
 use crate::multipath::endpoint::Endpoints;
 use crate::multipath::path::Source;
 use crate::protocol::key::Key;
 use crate::protocol::noise::cookie::CookieState;
+use crate::protocol::noise::crypto::Secret;
 use crate::protocol::noise::handshake::InitiatorState;
 use crate::protocol::noise::tai64::Tai64n;
 use crate::protocol::session::Session;
@@ -57,10 +60,11 @@ pub struct Answered {
 
 /// Handshake and timer state, behind one lock.
 pub struct HandshakeState {
-    /// The preshared key (zero if none).
-    pub psk: [u8; 32],
-    /// DH(our static, peer static), recomputed when the private key changes.
-    pub static_static: Option<[u8; 32]>,
+    /// The preshared key (zero if none), wiped when dropped or replaced.
+    pub psk: Zeroizing<[u8; 32]>,
+    /// DH(our static, peer static), recomputed when the private key changes; wiped when
+    /// dropped or replaced.
+    pub static_static: Option<Secret>,
     /// mac1/mac2 writer and the last cookie.
     pub cookie: CookieState,
     /// Timer deadlines.
@@ -107,11 +111,11 @@ impl PartialEq for Peer {
 
 impl Peer {
     /// A new peer with no sessions.
-    pub fn new(public_key: Key, static_static: Option<[u8; 32]>) -> Peer {
+    pub fn new(public_key: Key, static_static: Option<Secret>) -> Peer {
         Peer {
             public_key,
             handshake: Mutex::new(HandshakeState {
-                psk: [0; 32],
+                psk: Zeroizing::new([0; 32]),
                 static_static,
                 cookie: CookieState::new(&public_key.0),
                 timers: Timers::default(),
@@ -136,9 +140,17 @@ impl Peer {
         self.endpoints.lock().current()
     }
 
-    /// Records where an authenticated packet came from: the peer roams there.
+    /// Records where an authenticated first copy (or handshake message) came from: the
+    /// peer roams there.
     pub fn saw_source(&self, src: Source, now: Instant) {
         self.endpoints.lock().record(src.path, src.addr, now);
+    }
+
+    /// Records where a fresh, authentic copy of a packet already committed came from:
+    /// its path sends there too, but `wg show`'s endpoint stays (see
+    /// [`crate::multipath::endpoint::Learned`]).
+    pub fn saw_copy(&self, src: Source, now: Instant) {
+        self.endpoints.lock().record_copy(src.path, src.addr, now);
     }
 
     /// The session to send with, if one is usable at `now`.

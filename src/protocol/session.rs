@@ -4,6 +4,11 @@
 //! the send counter is atomic, and the replay window's lock is held only to test or set
 //! one bit. Packets are sealed in the buffer they were read into, which has
 //! [`HEADROOM`] bytes in front for the header and room behind for padding and the tag.
+//!
+//! Key erasure: the raw key bytes come in a zeroizing holder ([`SessionKeys`], wiped
+//! when dropped); ring's [`LessSafeKey`] keeps its own copy and does not wipe it, so a
+//! session overwrites both of its keys in place with a zero key when it is dropped (see
+//! [`wipe`]).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +28,10 @@ pub const TAILROOM: usize = 15 + 16;
 /// After this many messages a session is no longer used to send.
 pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13) - 1;
 
-/// How far behind the newest counter a duplicate may be and still teach a path the
-/// peer's address.
-pub const RECENT_COPY: u64 = 64;
+/// How long after a packet was committed a copy of it (from another path) may still
+/// teach that path the peer's address: about one round trip of a slow uplink. An old
+/// packet replayed later, from anywhere, teaches nothing.
+pub const COPY_LEARN_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why a packet could not be sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +79,23 @@ fn nonce(counter: u64) -> Nonce {
 
 fn aead_key(k: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, k).expect("32 bytes is a ChaCha20 key"))
+}
+
+/// Overwrites a ring key in place with the all-zero key. A ChaCha20-Poly1305
+/// `LessSafeKey` holds its key words inline (no heap), so the assignment writes over the
+/// very bytes of the old key; `black_box` keeps the compiler from dropping the store as
+/// dead when the memory is freed right after. (ring offers no way to wipe its keys, and
+/// `unsafe` volatile writes are not allowed outside `src/io/`.)
+fn wipe(key: &mut LessSafeKey) {
+    *key = aead_key(&[0; 32]);
+    std::hint::black_box(&*key);
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        wipe(&mut self.send_key);
+        wipe(&mut self.recv_key);
+    }
 }
 
 /// The length a payload of `len` bytes is padded to: a multiple of 16, but never past
@@ -137,18 +160,25 @@ impl Session {
         le64(msg, data::COUNTER)
     }
 
-    /// Checks that a copy the replay window refused is authentic and recent (among the
-    /// last [`RECENT_COPY`] counters), by decrypting it in place without touching the
-    /// window. A path learns the peer's address from such a copy: a fresh duplicate is
-    /// proof that the peer sends there, while an old packet replayed from elsewhere is not.
-    pub fn authenticate_recent_copy(&self, msg: &mut [u8]) -> bool {
+    /// True if a copy the replay window refused may teach its path the peer's address:
+    /// the packet it copies was committed at most [`COPY_LEARN_WINDOW`] before `now`, and
+    /// the copy itself is authentic (decrypted in place, without touching the window;
+    /// `authentic` when the caller already decrypted it). A fresh duplicate is proof that
+    /// the peer sends there; an old packet replayed from elsewhere is not.
+    pub fn copy_teaches(&self, msg: &mut [u8], authentic: bool, now: Instant) -> bool {
         let counter = Self::counter_of(msg);
-        if counter.saturating_add(RECENT_COPY) < self.replay.lock().next() {
+        if !self
+            .replay
+            .lock()
+            .committed_within(counter, now, COPY_LEARN_WINDOW)
+        {
             return false;
         }
-        self.recv_key
-            .open_in_place(nonce(counter), Aad::empty(), &mut msg[HEADROOM..])
-            .is_ok()
+        authentic
+            || self
+                .recv_key
+                .open_in_place(nonce(counter), Aad::empty(), &mut msg[HEADROOM..])
+                .is_ok()
     }
 
     /// Decrypts a data message in place without consulting the replay window: the caller
@@ -186,7 +216,7 @@ mod tests {
             return None;
         }
         let plain = s.decrypt(msg);
-        if plain.is_ok() && !s.replay_window().commit(counter) {
+        if plain.is_ok() && !s.replay_window().commit_at(counter, s.created) {
             return None;
         }
         Some(plain)
@@ -237,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn only_recent_authentic_copies_are_authenticated() {
+    fn only_fresh_authentic_copies_teach() {
         let (a, b) = pair();
         let mut msgs = Vec::new();
         for _ in 0..200 {
@@ -249,15 +279,41 @@ mod tests {
         for m in &msgs {
             assert!(open(&b, &mut m.clone()).unwrap().is_ok());
         }
-        assert!(b.authenticate_recent_copy(&mut msgs[199].clone()));
-        assert!(b.authenticate_recent_copy(&mut msgs[150].clone()));
+        let t = b.created;
+        assert!(b.copy_teaches(&mut msgs[199].clone(), false, t));
+        assert!(b.copy_teaches(&mut msgs[10].clone(), false, t));
+        assert!(b.copy_teaches(&mut msgs[10].clone(), true, t + COPY_LEARN_WINDOW));
+        let late = t + COPY_LEARN_WINDOW + std::time::Duration::from_millis(1);
         assert!(
-            !b.authenticate_recent_copy(&mut msgs[10].clone()),
-            "too old"
+            !b.copy_teaches(&mut msgs[199].clone(), false, late),
+            "a replay, later"
         );
+        assert!(!b.copy_teaches(&mut msgs[199].clone(), true, late));
         let mut forged = msgs[199].clone();
         forged[20] ^= 1;
-        assert!(!b.authenticate_recent_copy(&mut forged));
+        assert!(!b.copy_teaches(&mut forged, false, t), "not authentic");
+        let mut unseen = vec![0u8; 64];
+        let n = a.seal(&mut unseen, 0, 1420).unwrap();
+        assert!(
+            !b.copy_teaches(&mut unseen[..n], false, t),
+            "not a copy of anything"
+        );
+    }
+
+    #[test]
+    fn a_wiped_key_is_the_zero_key() {
+        let real = [7u8; 32];
+        let mut key = aead_key(&real);
+        wipe(&mut key);
+        let seal = |k: &LessSafeKey| {
+            let mut body = *b"sixteen bytes!!!";
+            let tag = k
+                .seal_in_place_separate_tag(nonce(1), Aad::empty(), &mut body)
+                .unwrap();
+            (body, tag.as_ref().to_vec())
+        };
+        assert_eq!(seal(&key), seal(&aead_key(&[0; 32])));
+        assert_ne!(seal(&key), seal(&aead_key(&real)));
     }
 
     #[test]

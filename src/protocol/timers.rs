@@ -17,7 +17,9 @@ pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
 pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A keepalive follows a received packet after this long if nothing else was sent.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Retries before giving up: REKEY_ATTEMPT_TIME / REKEY_TIMEOUT.
+/// REKEY_ATTEMPT_TIME / REKEY_TIMEOUT, the kernel's MAX_TIMER_HANDSHAKES: the handshake
+/// is given up once more retries than this were sent, so a peer gets this many plus two
+/// initiations in all (the first and 19 retries, as the kernel sends).
 pub const MAX_HANDSHAKE_ATTEMPTS: u32 = 18;
 /// Up to this much random delay is added to handshake timers.
 pub const MAX_JITTER: Duration = Duration::from_millis(333);
@@ -54,8 +56,22 @@ pub struct Timers {
     pub persistent_interval: u16,
 }
 
+thread_local! {
+    /// The jitter's generator: seeded once per thread from the operating system, then
+    /// a few arithmetic operations per draw. Jitter only spreads timers apart, so it need
+    /// not be unpredictable; drawing it from the OS cost one getrandom(2) per TX batch
+    /// (every batch re-arms the timers).
+    static JITTER: std::cell::RefCell<rand_xoshiro::Xoshiro256PlusPlus> = {
+        use rand_core::SeedableRng;
+        let mut seed = [0u8; 32];
+        crate::protocol::noise::crypto::random_bytes(&mut seed);
+        std::cell::RefCell::new(rand_xoshiro::Xoshiro256PlusPlus::from_seed(seed))
+    };
+}
+
 fn jitter() -> Duration {
-    let r = crate::protocol::noise::crypto::random_u32();
+    use rand_core::RngCore;
+    let r = JITTER.with(|g| g.borrow_mut().next_u32());
     Duration::from_millis(u64::from(r) % (MAX_JITTER.as_millis() as u64 + 1))
 }
 
@@ -112,11 +128,19 @@ impl Timers {
         }
     }
 
-    /// Sets the persistent keepalive interval; a new nonzero interval fires at once, as
-    /// the kernel does, so a peer behind NAT is reachable right after configuration.
+    /// Sets the persistent keepalive interval. As the kernel does, a keepalive fires at
+    /// once only when the interval goes from off to on (so a peer behind NAT is
+    /// reachable right after configuration); a `set` that repeats or changes a nonzero
+    /// interval re-arms the timer from now, and sends nothing.
     pub fn set_persistent_interval(&mut self, secs: u16, now: Instant) {
+        let was = self.persistent_interval;
         self.persistent_interval = secs;
-        self.persistent_keepalive = (secs > 0).then_some(now);
+        self.persistent_keepalive = match (was, secs) {
+            (_, 0) => None,
+            (0, _) => Some(now),
+            (_, s) if s == was => self.persistent_keepalive,
+            (_, s) => Some(now + Duration::from_secs(u64::from(s))),
+        };
     }
 
     /// Stops every timer (the peer is being removed or its keys erased).
@@ -152,7 +176,7 @@ impl Timers {
             }
         };
         if due(&mut self.retransmit_handshake) {
-            if self.handshake_attempts >= MAX_HANDSHAKE_ATTEMPTS {
+            if self.handshake_attempts > MAX_HANDSHAKE_ATTEMPTS {
                 e.give_up = true;
                 self.send_keepalive = None;
                 if self.zero_key_material.is_none() {
@@ -203,7 +227,9 @@ mod tests {
             retries += 1;
             t.on_handshake_initiated(now);
         }
-        assert_eq!(retries, MAX_HANDSHAKE_ATTEMPTS);
+        // The kernel's count: the first initiation and 19 retries, 20 in all.
+        assert_eq!(retries, MAX_HANDSHAKE_ATTEMPTS + 1);
+        assert_eq!(retries + 1, 20);
     }
 
     #[test]
@@ -231,6 +257,30 @@ mod tests {
         t.on_data_sent(now);
         t.on_authenticated_received(now + Duration::from_secs(1));
         assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn persistent_keepalive_fires_at_once_only_when_turned_on() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.set_persistent_interval(25, now);
+        assert!(t.expired(now).persistent_keepalive, "off to on: at once");
+        // A reload with the same interval (wg syncconf) sends nothing.
+        let later = now + Duration::from_secs(3);
+        t.set_persistent_interval(25, later);
+        assert!(!t.expired(later).persistent_keepalive);
+        // A new nonzero interval neither.
+        t.set_persistent_interval(30, later);
+        assert!(!t.expired(later).persistent_keepalive);
+        assert!(
+            t.expired(later + Duration::from_secs(30))
+                .persistent_keepalive
+        );
+        // Off, then on again: at once.
+        t.set_persistent_interval(0, later);
+        assert_eq!(t.next_deadline(), None);
+        t.set_persistent_interval(10, later);
+        assert!(t.expired(later).persistent_keepalive);
     }
 
     #[test]

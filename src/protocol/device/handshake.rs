@@ -1,14 +1,19 @@
 //! Handshakes: initiations we send, handshake messages and cookie replies we receive,
 //! and the sessions they install.
+//!
+//! Received handshake messages are the handshake worker's (`src/datapath/handshake.rs`):
+//! the receive thread only checks mac1 ([`Device::precheck_handshake`], so junk never
+//! reaches the queue nor counts towards its depth) and queues them; the worker tells the
+//! device how deep the queue is ([`Device::note_handshake_backlog`]) and hands each to
+//! [`Device::receive_handshake`]. Under load, a message without a valid mac2 gets a
+//! cookie reply, and one with a valid mac2 needs a token of its source's bucket.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::multipath::path::Source;
-use crate::protocol::device::{
-    Config, Device, IndexEntry, INITIATION_MIN_INTERVAL, UNDER_LOAD_HANDSHAKES_PER_SEC,
-};
+use crate::protocol::device::{Config, Device, IndexEntry, INITIATION_MIN_INTERVAL};
 use crate::protocol::key::Key;
 use crate::protocol::noise::cookie::MacCheck;
 use crate::protocol::noise::handshake::{self, StaticKeys};
@@ -21,15 +26,45 @@ use crate::protocol::transmit::Transmit;
 
 impl Device {
     pub(super) fn under_load(&self, now: Instant) -> bool {
-        if let Some(forced) = *self.forced_load.lock() {
-            return forced;
+        self.load.lock().under_load(now)
+    }
+
+    /// The receive thread's check before it queues a handshake message or cookie reply
+    /// for the handshake worker: true for an initiation or response with a valid mac1,
+    /// and for a cookie reply that answers a handshake message of ours still awaiting
+    /// one. Anything else is counted and dropped here, so it never takes a place in the
+    /// queue nor counts towards being under load. Takes no write lock.
+    pub fn precheck_handshake(&self, msg: &[u8]) -> bool {
+        match classify(msg) {
+            Some(Kind::Initiation | Kind::Response) => {
+                let ok = self
+                    .config
+                    .read()
+                    .cookie
+                    .as_ref()
+                    .is_some_and(|c| c.mac1_ok(msg));
+                if !ok {
+                    self.drops.bad_mac1.fetch_add(1, Ordering::Relaxed);
+                }
+                ok
+            }
+            Some(Kind::CookieReply) => {
+                let awaited = match self.index.read().get(&le32(msg, 4)) {
+                    Some(IndexEntry::Handshake(p)) | Some(IndexEntry::Session(p, _)) => {
+                        p.handshake.lock().cookie.awaits_reply()
+                    }
+                    None => false,
+                };
+                if !awaited {
+                    self.drops.unexpected_cookie.fetch_add(1, Ordering::Relaxed);
+                }
+                awaited
+            }
+            Some(Kind::Data) | None => {
+                self.drops.malformed.fetch_add(1, Ordering::Relaxed);
+                false
+            }
         }
-        let mut l = self.load.lock();
-        if now.saturating_duration_since(l.0) >= Duration::from_secs(1) {
-            *l = (now, 0);
-        }
-        l.1 = l.1.saturating_add(1);
-        l.1 > UNDER_LOAD_HANDSHAKES_PER_SEC
     }
 
     pub(super) fn new_index(&self, entry: IndexEntry) -> u32 {
@@ -69,7 +104,7 @@ impl Device {
         let (mut msg, state) = match handshake::create_initiation(
             keys,
             &peer.public_key.0,
-            hs.static_static,
+            hs.static_static.as_deref(),
             index,
             Tai64n::now(),
         ) {
@@ -115,10 +150,15 @@ impl Device {
         let entry = self.index.read().get(&le32(msg, 4)).cloned();
         let peer = match entry {
             Some(IndexEntry::Handshake(p)) | Some(IndexEntry::Session(p, _)) => p,
-            None => return,
+            None => {
+                self.drops.unexpected_cookie.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         };
         if peer.handshake.lock().cookie.consume_reply(msg, now) {
             tracing::debug!(peer = %peer.public_key.short(), "got a cookie: the peer is under load");
+        } else {
+            self.drops.unexpected_cookie.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -131,8 +171,8 @@ impl Device {
         tx: &dyn Transmit,
     ) {
         let under_load = self.under_load(now);
-        let mut config = self.config.write();
-        let Some(checker) = config.cookie.as_mut() else {
+        let config = self.config.read();
+        let Some(checker) = config.cookie.as_ref() else {
             return;
         };
         match checker.check(msg, src.addr, now) {
@@ -149,9 +189,14 @@ impl Device {
                 tx.send_to(src, &reply);
                 return;
             }
+            MacCheck::Mac2Valid if under_load => {
+                if !self.limiter.lock().allow(src.addr.ip(), now) {
+                    self.drops.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
             _ => {}
         }
-        let config = parking_lot::RwLockWriteGuard::downgrade(config);
         let Some(keys) = config.keys.as_ref() else {
             return;
         };
@@ -192,7 +237,7 @@ impl Device {
         let consumed = handshake::consume_initiation(keys, msg, |pk| {
             let peer = config.peers.get(&Key(*pk))?;
             found = Some(peer.clone());
-            Some(peer.handshake.lock().static_static)
+            Some(peer.handshake.lock().static_static.clone())
         });
         let (Ok(init), Some(peer)) = (consumed, found) else {
             return None;
@@ -209,7 +254,7 @@ impl Device {
             return None;
         }
         let timestamp = init.timestamp;
-        let psk = hs.psk;
+        let psk = hs.psk.clone();
         let index = self.new_index(IndexEntry::Handshake(peer.clone()));
         let (mut resp, keys) = match handshake::create_response(init, &psk, index) {
             Ok(x) => x,
@@ -313,7 +358,13 @@ impl Device {
         self.changed();
     }
 
-    /// Puts a new session in its slot and forgets the index of the one it pushes out.
+    /// Puts a new session in its slot and forgets the index of those it pushes out, as
+    /// the kernel does. As initiator, the new session becomes current at once; the one
+    /// before it stays as previous (still accepted on receive), and if a session we
+    /// answered is still unconfirmed (a simultaneous handshake), that one becomes
+    /// previous instead of the current, so the peer's packets under it still open. As
+    /// responder, the new session waits as next, unconfirmed until the initiator's first
+    /// data packet; previous goes (next's confirmation would push it out anyway).
     pub(super) fn install_session(&self, peer: &Arc<Peer>, session: Arc<Session>, _now: Instant) {
         let mut idx = self.index.write();
         idx.insert(
@@ -323,13 +374,20 @@ impl Device {
         let mut s = peer.sessions.write();
         let dropped = if session.initiator {
             let old_prev = s.previous.take();
-            let old_next = s.next.take();
-            s.previous = s.current.take();
+            let pushed_out = match s.next.take() {
+                Some(next) => {
+                    s.previous = Some(next);
+                    s.current.take()
+                }
+                None => {
+                    s.previous = s.current.take();
+                    None
+                }
+            };
             s.current = Some(session);
-            [old_prev, old_next]
+            [old_prev, pushed_out]
         } else {
-            // Unconfirmed until the initiator's first data packet arrives.
-            [s.next.replace(session), None]
+            [s.next.replace(session), s.previous.take()]
         };
         for d in dropped.into_iter().flatten() {
             idx.remove(&d.local_index);

@@ -18,29 +18,60 @@ pub mod receive;
 pub mod send;
 pub mod timers;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::protocol::allowedips::AllowedIps;
+use crate::protocol::cidr::Cidr;
 use crate::protocol::key::Key;
 use crate::protocol::noise::cookie::CookieChecker;
+use crate::protocol::noise::crypto::ct_eq;
 use crate::protocol::noise::handshake::StaticKeys;
 use crate::protocol::peer::Peer;
+use crate::protocol::ratelimit::{Load, RateLimiter};
 use crate::protocol::request::{DeviceSnapshot, PeerSnapshot, SetRequest};
 use crate::protocol::session::Session;
 
 pub use receive::{PathTally, RxBatch, RxCache, PACKET_OFFSET};
 pub use send::{SealedFor, SendCache};
 
-/// Handshake messages per second above which the device is "under load" and demands mac2.
-pub const UNDER_LOAD_HANDSHAKES_PER_SEC: u32 = 256;
 /// Initiations from one peer closer together than this are a flood and are dropped.
 const INITIATION_MIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The most peers a device holds. With [`MAX_ALLOWED_IPS`], this bounds what any
+/// sequence of `set` requests can make the device allocate (see README, "Limits").
+pub const MAX_PEERS: usize = 65_536;
+/// The most allowed-IPs prefixes a device holds, all peers together.
+pub const MAX_ALLOWED_IPS: usize = 1 << 20;
+
+/// Why a `set` was refused; nothing of it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The request would leave the device with too many peers.
+    #[error("the request would leave {would} peers on the device, more than the limit of {limit}")]
+    TooManyPeers {
+        /// Peers after the request.
+        would: usize,
+        /// [`MAX_PEERS`].
+        limit: usize,
+    },
+    /// The request would leave the device with too many allowed IPs.
+    #[error(
+        "the request would leave {would} allowed IPs on the device, more than the limit of {limit}"
+    )]
+    TooManyAllowedIps {
+        /// Prefixes after the request (counted before duplicates are merged).
+        would: usize,
+        /// [`MAX_ALLOWED_IPS`].
+        limit: usize,
+    },
+}
 
 /// What an index in a received message points at.
 #[derive(Clone)]
@@ -59,9 +90,15 @@ struct Config {
     listen_port: u16,
     fwmark: u32,
     peers: HashMap<Key, Arc<Peer>>,
-    order: Vec<Key>,
-    /// Shared with the workers' caches as a snapshot; copied on write.
+    /// Configuration order: a rank per peer, and the peers by rank.
+    rank: HashMap<Key, u64>,
+    order: BTreeMap<u64, Key>,
+    next_rank: u64,
+    /// Shared with the workers' caches as a snapshot; a change copies only the trie
+    /// nodes on its path ([`AllowedIps`]).
     allowed: Arc<AllowedIps<Arc<Peer>>>,
+    /// Each peer's prefixes, so that replacing or removing them costs what they are.
+    owned: HashMap<Key, HashSet<Cidr>>,
 }
 
 /// Counters of what the device dropped, and why.
@@ -85,11 +122,22 @@ pub struct DropCounters {
     pub no_route: AtomicU64,
     /// Cookie replies sent because we were under load.
     pub cookie_replies_sent: AtomicU64,
+    /// Handshake messages with a valid mac2 refused under load: their source had no
+    /// token left.
+    pub rate_limited: AtomicU64,
+    /// Handshake messages dropped because the handshake queue was full.
+    pub handshake_queue_full: AtomicU64,
+    /// Cookie replies for no handshake of ours, or not awaited.
+    pub unexpected_cookie: AtomicU64,
 }
 
 /// What a worker thread keeps so that its packets take no device lock: a snapshot of the
 /// allowed IPs and the sessions it has looked up (entries of type `E`), valid while the
 /// device's epoch stays the same.
+///
+/// The sessions are kept for one batch only ([`EpochCache::end_batch`]): a worker that
+/// goes idle must not keep a session alive (and its keys in memory) after the device
+/// dropped it. Looking them up again costs one lock per peer per batch.
 pub struct EpochCache<E> {
     epoch: Option<u64>,
     pub(crate) allowed: Arc<AllowedIps<Arc<Peer>>>,
@@ -118,14 +166,27 @@ impl<E> EpochCache<E> {
             self.epoch = Some(epoch);
         }
     }
+
+    /// Lets go of the sessions looked up for the batch just done (call it after each
+    /// batch, before the worker may wait for the next).
+    pub fn end_batch(&mut self) {
+        self.sessions.clear();
+    }
+
+    /// Sessions held now.
+    pub fn held(&self) -> usize {
+        self.sessions.len()
+    }
 }
 
 /// A WireGuard device.
 pub struct Device {
     config: RwLock<Config>,
     index: RwLock<HashMap<u32, IndexEntry>>,
-    load: Mutex<(Instant, u32)>,
-    forced_load: Mutex<Option<bool>>,
+    /// Whether handshakes are under load ([`Device::note_handshake_backlog`]).
+    load: Mutex<Load>,
+    /// Per-source handshake tokens, used under load.
+    limiter: Mutex<RateLimiter>,
     mtu: AtomicUsize,
     /// Bumped after every change to the peers, allowed IPs, index table or sessions: the
     /// workers' caches ([`RxCache`], [`SendCache`]) are valid while it
@@ -136,14 +197,15 @@ pub struct Device {
 }
 
 /// The destination (outbound) or source (inbound) address of an IP packet, and its
-/// length from the header. None if it is not a plausible IPv4 or IPv6 packet.
+/// length from the header. None if it is not a plausible IPv4 or IPv6 packet: too short
+/// for its header, or (IPv4) a total length shorter than the header.
 fn ip_info(pkt: &[u8], want_dst: bool) -> Option<(IpAddr, usize)> {
     match pkt.first()? >> 4 {
         4 if pkt.len() >= 20 => {
             let off = if want_dst { 16 } else { 12 };
             let a: [u8; 4] = pkt[off..off + 4].try_into().ok()?;
             let len = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-            Some((IpAddr::from(a), len))
+            (len >= 20).then_some((IpAddr::from(a), len))
         }
         6 if pkt.len() >= 40 => {
             let off = if want_dst { 24 } else { 8 };
@@ -161,8 +223,8 @@ impl Device {
         Device {
             config: RwLock::new(Config::default()),
             index: RwLock::new(HashMap::new()),
-            load: Mutex::new((Instant::now(), 0)),
-            forced_load: Mutex::new(None),
+            load: Mutex::new(Load::default()),
+            limiter: Mutex::new(RateLimiter::default()),
             mtu: AtomicUsize::new(mtu),
             epoch: AtomicU64::new(0),
             drops: DropCounters::default(),
@@ -192,6 +254,12 @@ impl Device {
         }
     }
 
+    /// Entries in the index table (pending handshakes and sessions), for tests and
+    /// `mpwg show`.
+    pub fn index_entries(&self) -> usize {
+        self.index.read().len()
+    }
+
     /// The TUN MTU used to bound padding.
     pub fn mtu(&self) -> usize {
         self.mtu.load(Ordering::Relaxed)
@@ -199,7 +267,13 @@ impl Device {
 
     /// Forces the under-load state on or off (None: measure it). For tests and operators.
     pub fn force_under_load(&self, on: Option<bool>) {
-        *self.forced_load.lock() = on;
+        self.load.lock().force(on);
+    }
+
+    /// Tells the device how many handshake messages wait in its queue at `now`: a deep
+    /// queue puts it under load, for a second (see [`crate::protocol::ratelimit`]).
+    pub fn note_handshake_backlog(&self, depth: usize, now: Instant) {
+        self.load.lock().note_backlog(depth, now);
     }
 
     /// The configured listen port.
@@ -216,20 +290,90 @@ impl Device {
     pub fn peers(&self) -> Vec<Arc<Peer>> {
         let c = self.config.read();
         c.order
-            .iter()
+            .values()
             .filter_map(|k| c.peers.get(k).cloned())
             .collect()
     }
 
     // ----- configuration -----
 
-    /// Applies a `set` request. Parsing has validated it; nothing here fails, so the
-    /// request is applied whole. The listen port is only recorded: binding is the
-    /// daemon's job and happens before this is called.
-    pub fn apply(&self, req: &SetRequest, now: Instant) {
+    /// Checks a `set` request against the device's limits, without applying it. The
+    /// daemon calls it before it rebinds sockets, so that a refused request changes
+    /// nothing at all.
+    pub fn check(&self, req: &SetRequest) -> Result<(), ApplyError> {
+        let c = self.config.read();
+        Self::check_limits(&c, req)
+    }
+
+    fn check_limits(c: &Config, req: &SetRequest) -> Result<(), ApplyError> {
+        let mut present: HashMap<Key, bool> = HashMap::new();
+        let mut replaced: HashSet<Key> = HashSet::new();
+        let (mut peers, mut allowed) = if req.replace_peers {
+            (0usize, 0usize)
+        } else {
+            (c.peers.len(), c.allowed.len())
+        };
+        let exists = |present: &HashMap<Key, bool>, k: &Key| {
+            present
+                .get(k)
+                .copied()
+                .unwrap_or(!req.replace_peers && c.peers.contains_key(k))
+        };
+        for u in &req.peers {
+            let k = u.public_key;
+            let was = exists(&present, &k);
+            let owned = || c.owned.get(&k).map_or(0, HashSet::len);
+            if u.remove {
+                if was {
+                    peers -= 1;
+                    if !req.replace_peers && replaced.insert(k) {
+                        allowed = allowed.saturating_sub(owned());
+                    }
+                }
+                present.insert(k, false);
+                continue;
+            }
+            if u.update_only && !was {
+                continue;
+            }
+            if !was {
+                peers += 1;
+                present.insert(k, true);
+            }
+            if u.replace_allowed_ips && !req.replace_peers && replaced.insert(k) {
+                allowed = allowed.saturating_sub(owned());
+            }
+            allowed += u.allowed_ips.len();
+        }
+        if peers > MAX_PEERS {
+            return Err(ApplyError::TooManyPeers {
+                would: peers,
+                limit: MAX_PEERS,
+            });
+        }
+        if allowed > MAX_ALLOWED_IPS {
+            return Err(ApplyError::TooManyAllowedIps {
+                would: allowed,
+                limit: MAX_ALLOWED_IPS,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a `set` request: all of it, or (if it would pass the device's limits)
+    /// none of it. Parsing has validated it. The listen port is only recorded: binding
+    /// is the daemon's job and happens before this is called.
+    ///
+    /// A request disturbs only what it changes, as in the kernel: the same private key
+    /// again keeps every session; an unchanged endpoint, preshared key, keepalive or
+    /// set of allowed IPs changes nothing (so `wg syncconf` of an unchanged file costs
+    /// no handshake and no packet).
+    pub fn apply(&self, req: &SetRequest, now: Instant) -> Result<(), ApplyError> {
         let mut c = self.config.write();
+        Self::check_limits(&c, req)?;
+        let mut dirty = false;
         if let Some(k) = req.private_key {
-            self.set_private_key(&mut c, k);
+            dirty |= self.set_private_key(&mut c, k);
         }
         if let Some(p) = req.listen_port {
             c.listen_port = p;
@@ -237,14 +381,24 @@ impl Device {
         if let Some(m) = req.fwmark {
             c.fwmark = m;
         }
+        let mut named: HashSet<Key> = HashSet::new();
         if req.replace_peers {
-            for k in c.order.clone() {
-                self.remove_peer(&mut c, &k);
+            // Peers the request names again keep their sessions; their configuration is
+            // replaced by the request's below.
+            named.extend(req.peers.iter().filter(|u| !u.remove).map(|u| u.public_key));
+            let gone: Vec<Key> = c
+                .order
+                .values()
+                .filter(|k| !named.contains(*k))
+                .copied()
+                .collect();
+            for k in gone {
+                dirty |= self.remove_peer(&mut c, &k);
             }
         }
         for u in &req.peers {
             if u.remove {
-                self.remove_peer(&mut c, &u.public_key);
+                dirty |= self.remove_peer(&mut c, &u.public_key);
                 continue;
             }
             let exists = c.peers.contains_key(&u.public_key);
@@ -261,35 +415,95 @@ impl Device {
                     let ss = c.keys.as_ref().and_then(|k| k.dh(&u.public_key.0));
                     let p = Arc::new(Peer::new(u.public_key, ss));
                     c.peers.insert(u.public_key, p.clone());
-                    c.order.push(u.public_key);
+                    let rank = c.next_rank;
+                    c.next_rank += 1;
+                    c.rank.insert(u.public_key, rank);
+                    c.order.insert(rank, u.public_key);
                     tracing::info!(peer = %u.public_key.short(), "peer added");
+                    dirty = true;
                     p
                 }
             };
+            // A peer named again under replace_peers gets the request's configuration:
+            // what it leaves out is reset.
+            let reset = named.contains(&u.public_key);
             {
                 let mut hs = peer.handshake.lock();
-                if let Some(psk) = u.preshared_key {
-                    hs.psk = psk.0;
+                let psk = u.preshared_key.or(reset.then_some(Key([0; 32])));
+                if let Some(psk) = psk {
+                    if !ct_eq(&hs.psk[..], &psk.0) {
+                        hs.psk = Zeroizing::new(psk.0);
+                    }
                 }
-                if let Some(ka) = u.persistent_keepalive {
-                    hs.timers.set_persistent_interval(ka, now);
+                let ka = u.persistent_keepalive.or(reset.then_some(0));
+                if let Some(ka) = ka {
+                    if ka != hs.timers.persistent_interval {
+                        hs.timers.set_persistent_interval(ka, now);
+                    }
                 }
             }
             if let Some(ep) = u.endpoint {
                 peer.endpoints.lock().set_configured(ep);
             }
-            if u.replace_allowed_ips {
-                Arc::make_mut(&mut c.allowed).remove_where(|p| Arc::ptr_eq(p, &peer));
-            }
-            for cidr in &u.allowed_ips {
-                Arc::make_mut(&mut c.allowed).insert(*cidr, peer.clone());
-            }
+            dirty |= Self::set_allowed_ips(
+                &mut c,
+                &peer,
+                &u.allowed_ips,
+                u.replace_allowed_ips || reset,
+            );
         }
         drop(c);
-        self.changed();
+        if dirty {
+            self.changed();
+        }
+        Ok(())
     }
 
-    fn set_private_key(&self, c: &mut Config, k: Key) {
+    /// Gives `peer` the prefixes `cidrs` (after removing those it has that are not among
+    /// them, if `replace`). Touches only the prefixes that change. Returns whether any did.
+    fn set_allowed_ips(c: &mut Config, peer: &Arc<Peer>, cidrs: &[Cidr], replace: bool) -> bool {
+        let key = peer.public_key;
+        let mut dirty = false;
+        if replace {
+            let wanted: HashSet<Cidr> = cidrs.iter().copied().collect();
+            let gone: Vec<Cidr> = c
+                .owned
+                .get(&key)
+                .map(|set| set.difference(&wanted).copied().collect())
+                .unwrap_or_default();
+            for cidr in gone {
+                Arc::make_mut(&mut c.allowed).remove(cidr);
+                if let Some(set) = c.owned.get_mut(&key) {
+                    set.remove(&cidr);
+                }
+                dirty = true;
+            }
+        }
+        for &cidr in cidrs {
+            if c.allowed.get(cidr).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+                continue;
+            }
+            let old = Arc::make_mut(&mut c.allowed).insert(cidr, peer.clone());
+            if let Some(old) = old {
+                if let Some(set) = c.owned.get_mut(&old.public_key) {
+                    set.remove(&cidr);
+                }
+            }
+            c.owned.entry(key).or_default().insert(cidr);
+            dirty = true;
+        }
+        dirty
+    }
+
+    /// Sets the private key; the same key again changes nothing (returns false).
+    fn set_private_key(&self, c: &mut Config, k: Key) -> bool {
+        let same = match &c.keys {
+            Some(keys) => ct_eq(&Zeroizing::new(keys.private_bytes())[..], &k.0),
+            None => k.is_zero(),
+        };
+        if same {
+            return false;
+        }
         if k.is_zero() {
             c.keys = None;
             c.cookie = None;
@@ -307,38 +521,56 @@ impl Device {
             peer.handshake.lock().static_static = ss;
             self.zero_keys(peer);
         }
+        true
     }
 
-    fn remove_peer(&self, c: &mut Config, key: &Key) {
+    /// Removes a peer; returns false if there was none. Its sessions, handshake state and
+    /// preshared key are wiped now, whoever still holds an `Arc` of it.
+    fn remove_peer(&self, c: &mut Config, key: &Key) -> bool {
         let Some(peer) = c.peers.remove(key) else {
-            return;
+            return false;
         };
-        c.order.retain(|k| k != key);
-        Arc::make_mut(&mut c.allowed).remove_where(|p| Arc::ptr_eq(p, &peer));
+        if let Some(rank) = c.rank.remove(key) {
+            c.order.remove(&rank);
+        }
+        for cidr in c.owned.remove(key).unwrap_or_default() {
+            Arc::make_mut(&mut c.allowed).remove(cidr);
+        }
         self.zero_keys(&peer);
-        peer.handshake.lock().timers.stop_all();
+        {
+            let mut hs = peer.handshake.lock();
+            hs.timers.stop_all();
+            hs.psk.zeroize();
+            hs.static_static = None;
+        }
         peer.staged.lock().clear();
         tracing::info!(peer = %key.short(), "peer removed");
+        true
     }
 
-    /// The state `wg show` reports.
+    /// The state `wg show` reports. One walk of the allowed IPs, whatever the number of
+    /// peers.
     pub fn snapshot(&self) -> DeviceSnapshot {
         let c = self.config.read();
+        let mut prefixes: HashMap<*const Peer, Vec<Cidr>> = HashMap::new();
+        for (cidr, p) in c.allowed.all() {
+            prefixes.entry(Arc::as_ptr(p)).or_default().push(cidr);
+        }
         let peers = c
             .order
-            .iter()
+            .values()
             .filter_map(|k| c.peers.get(k))
             .map(|p| {
                 let hs = p.handshake.lock();
                 PeerSnapshot {
                     public_key: p.public_key,
-                    preshared_key: (hs.psk != [0; 32]).then_some(Key(hs.psk)),
+                    preshared_key: (*hs.psk != [0; 32]).then_some(Key(*hs.psk)),
                     endpoint: p.endpoint_addr(),
                     last_handshake: *p.last_handshake.lock(),
                     rx_bytes: p.rx_bytes.load(Ordering::Relaxed),
                     tx_bytes: p.tx_bytes.load(Ordering::Relaxed),
                     persistent_keepalive: hs.timers.persistent_interval,
-                    allowed_ips: c.allowed.prefixes_of(p),
+                    allowed_ips: prefixes.remove(&Arc::as_ptr(p)).unwrap_or_default(),
                 }
             })
             .collect();

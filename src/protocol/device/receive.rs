@@ -277,6 +277,8 @@ impl Device {
             }
             start = end;
         }
+        // The runs hold what they need; an idle worker must not keep sessions alive.
+        cache.end_batch();
     }
 
     /// Steps 4 and 5 and the inner checks, on a batch [`Device::decrypt_batch`] has
@@ -377,7 +379,7 @@ impl Device {
             let mut window = session.replay_window();
             for m in &mut b.meta[range.clone()] {
                 if let State::Opened(_) = m.state {
-                    if !window.commit(m.counter) {
+                    if !window.commit_at(m.counter, now) {
                         m.state = State::Duplicate { authentic: true };
                     }
                 }
@@ -404,7 +406,9 @@ impl Device {
                     b.tally(m.src.path, false);
                     // A path whose copies always lose the race still learns where the
                     // peer sends from: at most one check per path and run, and one
-                    // decryption per path and second (the endpoint table's refresh).
+                    // decryption per path and second (the endpoint table's refresh);
+                    // and only from a copy of a packet committed moments ago, so that a
+                    // packet replayed later, from anywhere, teaches nothing.
                     if b.learned.contains(&m.src.path) {
                         continue;
                     }
@@ -413,8 +417,8 @@ impl Device {
                         .endpoints
                         .lock()
                         .wants_refresh(m.src.path, m.src.addr, now);
-                    if learn && (authentic || session.authenticate_recent_copy(&mut b.bufs[i])) {
-                        peer.saw_source(m.src, now);
+                    if learn && session.copy_teaches(&mut b.bufs[i], authentic, now) {
+                        peer.saw_copy(m.src, now);
                     }
                 }
                 _ => {}

@@ -15,8 +15,15 @@ impl Device {
             let e = peer.handshake.lock().timers.expired(now);
             if e.give_up {
                 let dropped = peer.staged.lock().drain(..).count();
-                tracing::info!(peer = %peer.public_key.short(), dropped, "handshake did not complete after {} attempts: giving up", crate::protocol::timers::MAX_HANDSHAKE_ATTEMPTS + 1);
-                peer.handshake.lock().pending = None;
+                tracing::info!(peer = %peer.public_key.short(), dropped, "handshake did not complete after {} attempts: giving up", crate::protocol::timers::MAX_HANDSHAKE_ATTEMPTS + 2);
+                // The pending initiation's index goes with it: left in the table, it
+                // would keep the peer alive (an `Arc`) and grow the table by one per
+                // unreachable peer every 95 s.
+                let pending = peer.handshake.lock().pending.take();
+                if let Some(p) = pending {
+                    self.index.write().remove(&p.local_index);
+                    self.changed();
+                }
             }
             if e.retransmit_handshake {
                 let attempts = peer.handshake.lock().timers.handshake_attempts;

@@ -4,11 +4,20 @@
 //! handshake message, and under load demands a valid mac2, answering with a cookie reply
 //! when it is missing. [`CookieState`] is the sending side (one per peer): it writes mac1
 //! and, while it holds a fresh cookie, mac2.
+//!
+//! Macs are compared in constant time; the cookie secret is wiped when dropped; a cookie
+//! reply is taken once (the mac1 it answers is forgotten then), so a replayed reply
+//! changes nothing.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::crypto::{hash, mac, mac_short_key, random_bytes, xaead_open, xaead_seal, TAG_LEN};
+use parking_lot::Mutex;
+use zeroize::Zeroizing;
+
+use super::crypto::{
+    ct_eq, hash, mac, mac_short_key, random_bytes, xaead_open, xaead_seal, TAG_LEN,
+};
 use super::messages::{cookie_reply, COOKIE_REPLY_LEN, TYPE_COOKIE_REPLY};
 
 const LABEL_MAC1: &[u8] = b"mac1----";
@@ -21,7 +30,8 @@ pub fn mac1_key(public: &[u8; 32]) -> [u8; 32] {
     hash(&[LABEL_MAC1, public])
 }
 
-fn cookie_key(public: &[u8; 32]) -> [u8; 32] {
+/// The key cookie replies to the holder of `public` are encrypted with.
+pub fn cookie_key(public: &[u8; 32]) -> [u8; 32] {
     hash(&[LABEL_COOKIE, public])
 }
 
@@ -46,11 +56,12 @@ fn source_bytes(src: SocketAddr, out: &mut [u8; 18]) -> &[u8] {
 }
 
 /// The device's side: checks macs on incoming handshake messages and makes cookie replies.
+/// mac1 needs no lock (the receive thread checks it on every handshake message); the
+/// rotating cookie secret sits behind its own.
 pub struct CookieChecker {
     mac1_key: [u8; 32],
     cookie_key: [u8; 32],
-    secret: [u8; 32],
-    secret_born: Option<Instant>,
+    secret: Mutex<(Zeroizing<[u8; 32]>, Option<Instant>)>,
 }
 
 /// The result of checking an incoming handshake message's macs.
@@ -70,31 +81,38 @@ impl CookieChecker {
         CookieChecker {
             mac1_key: mac1_key(public),
             cookie_key: cookie_key(public),
-            secret: [0; 32],
-            secret_born: None,
+            secret: Mutex::new((Zeroizing::new([0; 32]), None)),
         }
     }
 
-    fn cookie_for(&mut self, src: SocketAddr, now: Instant) -> [u8; 16] {
-        let fresh = self
-            .secret_born
+    fn cookie_for(&self, src: SocketAddr, now: Instant) -> [u8; 16] {
+        let mut secret = self.secret.lock();
+        let fresh = secret
+            .1
             .is_some_and(|born| now.saturating_duration_since(born) < COOKIE_LIFETIME);
         if !fresh {
-            random_bytes(&mut self.secret);
-            self.secret_born = Some(now);
+            random_bytes(&mut secret.0[..]);
+            secret.1 = Some(now);
         }
         let mut buf = [0u8; 18];
-        mac(&self.secret, source_bytes(src, &mut buf))
+        mac(&secret.0, source_bytes(src, &mut buf))
+    }
+
+    /// True if `msg` (a handshake message of a valid length, at least 32 bytes) carries
+    /// a valid mac1: it was made by someone who knows our public key. Needs no lock.
+    pub fn mac1_ok(&self, msg: &[u8]) -> bool {
+        let (m1, m2) = mac_offsets(msg.len());
+        ct_eq(&mac(&self.mac1_key, &msg[..m1]), &msg[m1..m2])
     }
 
     /// Checks mac1 and mac2 of a handshake message (initiation or response).
-    pub fn check(&mut self, msg: &[u8], src: SocketAddr, now: Instant) -> MacCheck {
-        let (m1, m2) = mac_offsets(msg.len());
-        if mac(&self.mac1_key, &msg[..m1]) != msg[m1..m2] {
+    pub fn check(&self, msg: &[u8], src: SocketAddr, now: Instant) -> MacCheck {
+        if !self.mac1_ok(msg) {
             return MacCheck::BadMac1;
         }
+        let (_, m2) = mac_offsets(msg.len());
         let cookie = self.cookie_for(src, now);
-        if mac_short_key(&cookie, &msg[..m2]) == msg[m2..] {
+        if ct_eq(&mac_short_key(&cookie, &msg[..m2]), &msg[m2..]) {
             MacCheck::Mac2Valid
         } else {
             MacCheck::Mac1Only
@@ -102,7 +120,7 @@ impl CookieChecker {
     }
 
     /// A cookie reply to `msg` (whose mac1 was valid), sent from `src`.
-    pub fn reply(&mut self, msg: &[u8], src: SocketAddr, now: Instant) -> [u8; COOKIE_REPLY_LEN] {
+    pub fn reply(&self, msg: &[u8], src: SocketAddr, now: Instant) -> [u8; COOKIE_REPLY_LEN] {
         let (m1, m2) = mac_offsets(msg.len());
         let cookie = self.cookie_for(src, now);
         let mut out = [0u8; COOKIE_REPLY_LEN];
@@ -158,8 +176,16 @@ impl CookieState {
         msg[m2..].copy_from_slice(&mac2);
     }
 
+    /// True while a cookie reply would be taken: a mac1 was sent and no reply to it
+    /// consumed yet.
+    pub fn awaits_reply(&self) -> bool {
+        self.last_mac1.is_some()
+    }
+
     /// Takes a cookie reply. Returns false (and keeps nothing) if it does not decrypt
-    /// against the mac1 this side last sent.
+    /// against the mac1 this side last sent, or if a reply to that mac1 was already
+    /// taken (as the kernel does: a reply is good once, so a replayed one cannot reset
+    /// the cookie's age).
     pub fn consume_reply(&mut self, reply: &[u8], now: Instant) -> bool {
         let Some(last_mac1) = self.last_mac1 else {
             return false;
@@ -180,6 +206,7 @@ impl CookieState {
             return false;
         }
         self.cookie = Some((cookie, now));
+        self.last_mac1 = None;
         true
     }
 }
@@ -191,7 +218,7 @@ mod tests {
     #[test]
     fn cookie_round_trip_makes_mac2_valid() {
         let responder_pub = [9u8; 32];
-        let mut checker = CookieChecker::new(&responder_pub);
+        let checker = CookieChecker::new(&responder_pub);
         let mut state = CookieState::new(&responder_pub);
         let now = Instant::now();
         let src: SocketAddr = "10.0.0.1:5000".parse().unwrap();
@@ -201,6 +228,10 @@ mod tests {
         assert_eq!(checker.check(&msg, src, now), MacCheck::Mac1Only);
         let reply = checker.reply(&msg, src, now);
         assert!(state.consume_reply(&reply, now));
+        assert!(
+            !state.consume_reply(&reply, now),
+            "a reply is taken once: a replay changes nothing"
+        );
         state.add_macs(&mut msg, now);
         assert_eq!(checker.check(&msg, src, now), MacCheck::Mac2Valid);
         // From another address the cookie is worthless.

@@ -1,13 +1,29 @@
 //! The primitives the WireGuard paper names: HASH, MAC, HMAC, KDF1..3, AEAD, XAEAD, DH.
+//!
+//! What a KDF or a DH returns is key material: it comes in a [`Secret`], wiped when
+//! dropped. MAC comparisons take constant time ([`ct_eq`]).
 
 use blake2::digest::{FixedOutput, Mac as _, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 use hmac::SimpleHmac;
+use zeroize::Zeroizing;
 
 /// Length of a Poly1305 tag.
 pub const TAG_LEN: usize = 16;
+
+/// 32 bytes of key material (a chaining key, a KDF output, a DH result), wiped when
+/// dropped.
+pub type Secret = Zeroizing<[u8; 32]>;
+
+/// True if `a` and `b` are equal, in time that depends only on their lengths (mac1 and
+/// mac2 checks: a comparison that stops at the first difference tells a forger how many
+/// leading bytes were right).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
 
 /// HASH(a || b || ...): BLAKE2s-256 over the concatenation of the parts.
 pub fn hash(parts: &[&[u8]]) -> [u8; 32] {
@@ -37,35 +53,37 @@ pub fn mac_short_key(key: &[u8], input: &[u8]) -> [u8; 16] {
 }
 
 /// HMAC(key, input) with BLAKE2s.
-fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> Secret {
     let mut m = <SimpleHmac<Blake2s256> as hmac::Mac>::new_from_slice(key)
         .expect("HMAC takes a key of any length");
     for p in parts {
         hmac::Mac::update(&mut m, p);
     }
-    m.finalize().into_bytes().into()
+    let mut out = Secret::default();
+    out.copy_from_slice(&m.finalize().into_bytes());
+    out
 }
 
 /// KDF1(key, input).
-pub fn kdf1(key: &[u8; 32], input: &[u8]) -> [u8; 32] {
+pub fn kdf1(key: &[u8; 32], input: &[u8]) -> Secret {
     let t0 = hmac(key, &[input]);
     hmac(&t0, &[&[1]])
 }
 
 /// KDF2(key, input).
-pub fn kdf2(key: &[u8; 32], input: &[u8]) -> ([u8; 32], [u8; 32]) {
+pub fn kdf2(key: &[u8; 32], input: &[u8]) -> (Secret, Secret) {
     let t0 = hmac(key, &[input]);
     let t1 = hmac(&t0, &[&[1]]);
-    let t2 = hmac(&t0, &[&t1, &[2]]);
+    let t2 = hmac(&t0, &[&t1[..], &[2]]);
     (t1, t2)
 }
 
 /// KDF3(key, input).
-pub fn kdf3(key: &[u8; 32], input: &[u8]) -> ([u8; 32], [u8; 32], [u8; 32]) {
+pub fn kdf3(key: &[u8; 32], input: &[u8]) -> (Secret, Secret, Secret) {
     let t0 = hmac(key, &[input]);
     let t1 = hmac(&t0, &[&[1]]);
-    let t2 = hmac(&t0, &[&t1, &[2]]);
-    let t3 = hmac(&t0, &[&t2, &[3]]);
+    let t2 = hmac(&t0, &[&t1[..], &[2]]);
+    let t3 = hmac(&t0, &[&t2[..], &[3]]);
     (t1, t2, t3)
 }
 
@@ -127,14 +145,13 @@ pub fn xaead_open(
 }
 
 /// DH(private, public): X25519. Returns None for an all-zero result (a low-order point).
-pub fn dh(private: &x25519_dalek::StaticSecret, public: &[u8; 32]) -> Option<[u8; 32]> {
+pub fn dh(private: &x25519_dalek::StaticSecret, public: &[u8; 32]) -> Option<Secret> {
+    // x25519-dalek wipes its SharedSecret when dropped.
     let shared = private.diffie_hellman(&x25519_dalek::PublicKey::from(*public));
-    let bytes = shared.to_bytes();
-    if bytes.iter().all(|&b| b == 0) {
-        None
-    } else {
-        Some(bytes)
+    if !shared.was_contributory() {
+        return None;
     }
+    Some(Zeroizing::new(*shared.as_bytes()))
 }
 
 /// Fills `buf` from the operating system's random source.
@@ -170,7 +187,15 @@ mod tests {
     fn kdf_outputs_chain() {
         let (a, b) = kdf2(&[0u8; 32], b"x");
         let (c, d, _) = kdf3(&[0u8; 32], b"x");
-        assert_eq!((a, b), (c, d));
+        assert_eq!((a.clone(), b), (c, d));
         assert_eq!(kdf1(&[0u8; 32], b"x"), a);
+    }
+
+    #[test]
+    fn ct_eq_compares_whole_slices() {
+        assert!(ct_eq(b"abcd", b"abcd"));
+        assert!(!ct_eq(b"abcd", b"abce"));
+        assert!(!ct_eq(b"abcd", b"abc"));
+        assert!(ct_eq(b"", b""));
     }
 }

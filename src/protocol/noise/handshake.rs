@@ -5,8 +5,9 @@
 //! message body is built, and checks them before a message is consumed.
 
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::crypto::{aead_open, aead_seal, dh, hash, kdf1, kdf2, kdf3, TAG_LEN};
+use super::crypto::{aead_open, aead_seal, dh, hash, kdf1, kdf2, kdf3, Secret, TAG_LEN};
 use super::messages::{
     bytes32, initiation as ini, le32, response as rsp, INITIATION_LEN, RESPONSE_LEN,
     TYPE_INITIATION, TYPE_RESPONSE,
@@ -30,7 +31,7 @@ pub enum HandshakeError {
     NoPrivateKey,
 }
 
-/// The device's own static key pair.
+/// The device's own static key pair (x25519-dalek wipes the secret half when dropped).
 pub struct StaticKeys {
     secret: StaticSecret,
     /// The public half.
@@ -51,13 +52,14 @@ impl StaticKeys {
     }
 
     /// DH(our static, their public).
-    pub fn dh(&self, public: &[u8; 32]) -> Option<[u8; 32]> {
+    pub fn dh(&self, public: &[u8; 32]) -> Option<Secret> {
         dh(&self.secret, public)
     }
 }
 
-/// The running (chaining key, hash) pair of the Noise symmetric state.
-#[derive(Clone)]
+/// The running (chaining key, hash) pair of the Noise symmetric state, wiped when
+/// dropped.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 struct Symmetric {
     ck: [u8; 32],
     h: [u8; 32],
@@ -79,14 +81,30 @@ impl Symmetric {
     }
 
     fn mix_ephemeral(&mut self, e: &[u8; 32]) {
-        self.ck = kdf1(&self.ck, e);
+        self.ck = *kdf1(&self.ck, e);
         self.mix_hash(e);
     }
 
-    fn mix_key(&mut self, dh_result: Option<[u8; 32]>) -> Result<[u8; 32], HandshakeError> {
-        let (ck, k) = kdf2(&self.ck, &dh_result.ok_or(HandshakeError::LowOrderKey)?);
-        self.ck = ck;
+    /// ck = KDF1(ck, dh_result), for a DH whose key is not needed.
+    fn mix_dh(&mut self, dh_result: Option<Secret>) -> Result<(), HandshakeError> {
+        let dh_result = dh_result.ok_or(HandshakeError::LowOrderKey)?;
+        self.ck = *kdf1(&self.ck, &dh_result[..]);
+        Ok(())
+    }
+
+    fn mix_key(&mut self, dh_result: Option<Secret>) -> Result<Secret, HandshakeError> {
+        let dh_result = dh_result.ok_or(HandshakeError::LowOrderKey)?;
+        let (ck, k) = kdf2(&self.ck, &dh_result[..]);
+        self.ck = *ck;
         Ok(k)
+    }
+
+    /// ck, temp, key = KDF3(ck, psk); mixes temp into the hash; returns the key.
+    fn mix_psk(&mut self, psk: &[u8; 32]) -> Secret {
+        let (ck, t, k) = kdf3(&self.ck, psk);
+        self.ck = *ck;
+        self.mix_hash(&t[..]);
+        k
     }
 
     fn seal(&mut self, key: &[u8; 32], plain: &[u8], out: &mut [u8]) {
@@ -108,12 +126,13 @@ impl Symmetric {
     }
 
     /// (first, second) transport keys: the initiator sends with the first.
-    fn split(&self) -> ([u8; 32], [u8; 32]) {
+    fn split(&self) -> (Secret, Secret) {
         kdf2(&self.ck, &[])
     }
 }
 
-/// Transport keys from a finished handshake.
+/// Transport keys from a finished handshake, wiped when dropped.
+#[derive(Zeroize, ZeroizeOnDrop)]
 pub struct SessionKeys {
     /// Key for packets this side sends.
     pub send: [u8; 32],
@@ -128,6 +147,7 @@ pub struct SessionKeys {
 }
 
 /// What the initiator keeps between sending an initiation and getting the response.
+/// Its symmetric state and ephemeral secret are wiped when it is dropped.
 pub struct InitiatorState {
     sym: Symmetric,
     ephemeral: StaticSecret,
@@ -141,7 +161,7 @@ pub struct InitiatorState {
 pub fn create_initiation(
     ours: &StaticKeys,
     peer_public: &[u8; 32],
-    static_static: Option<[u8; 32]>,
+    static_static: Option<&[u8; 32]>,
     local_index: u32,
     now: Tai64n,
 ) -> Result<([u8; INITIATION_LEN], InitiatorState), HandshakeError> {
@@ -155,7 +175,7 @@ pub fn create_initiation(
     sym.mix_ephemeral(&e_pub);
     let k = sym.mix_key(dh(&ephemeral, peer_public))?;
     sym.seal(&k, &ours.public, &mut msg[ini::STATIC..ini::TIMESTAMP]);
-    let k = sym.mix_key(static_static)?;
+    let k = sym.mix_key(static_static.map(|ss| Secret::new(*ss)))?;
     sym.seal(&k, &now.0, &mut msg[ini::TIMESTAMP..ini::MAC1]);
     Ok((
         msg,
@@ -187,7 +207,7 @@ pub struct ConsumedInitiation {
 pub fn consume_initiation(
     ours: &StaticKeys,
     msg: &[u8],
-    static_static_for: impl FnOnce(&[u8; 32]) -> Option<Option<[u8; 32]>>,
+    static_static_for: impl FnOnce(&[u8; 32]) -> Option<Option<Secret>>,
 ) -> Result<ConsumedInitiation, HandshakeError> {
     let mut sym = Symmetric::new(&ours.public);
     let e_pub = bytes32(msg, ini::EPHEMERAL);
@@ -223,20 +243,16 @@ pub fn create_response(
     let e_pub = *PublicKey::from(&ephemeral).as_bytes();
     msg[rsp::EPHEMERAL..rsp::EPHEMERAL + 32].copy_from_slice(&e_pub);
     sym.mix_ephemeral(&e_pub);
-    let ee = dh(&ephemeral, &init.ephemeral).ok_or(HandshakeError::LowOrderKey)?;
-    sym.ck = kdf1(&sym.ck, &ee);
-    let es = dh(&ephemeral, &init.peer_public).ok_or(HandshakeError::LowOrderKey)?;
-    sym.ck = kdf1(&sym.ck, &es);
-    let (ck, t, k) = kdf3(&sym.ck, psk);
-    sym.ck = ck;
-    sym.mix_hash(&t);
+    sym.mix_dh(dh(&ephemeral, &init.ephemeral))?;
+    sym.mix_dh(dh(&ephemeral, &init.peer_public))?;
+    let k = sym.mix_psk(psk);
     sym.seal(&k, &[], &mut msg[rsp::EMPTY..rsp::EMPTY + TAG_LEN]);
     let (first, second) = sym.split();
     Ok((
         msg,
         SessionKeys {
-            send: second,
-            recv: first,
+            send: *second,
+            recv: *first,
             local_index,
             remote_index: init.sender_index,
             initiator: false,
@@ -264,18 +280,14 @@ pub fn consume_response(
     let mut sym = state.sym.clone();
     let e_pub = bytes32(msg, rsp::EPHEMERAL);
     sym.mix_ephemeral(&e_pub);
-    let ee = dh(&state.ephemeral, &e_pub).ok_or(HandshakeError::LowOrderKey)?;
-    sym.ck = kdf1(&sym.ck, &ee);
-    let se = ours.dh(&e_pub).ok_or(HandshakeError::LowOrderKey)?;
-    sym.ck = kdf1(&sym.ck, &se);
-    let (ck, t, k) = kdf3(&sym.ck, psk);
-    sym.ck = ck;
-    sym.mix_hash(&t);
+    sym.mix_dh(dh(&state.ephemeral, &e_pub))?;
+    sym.mix_dh(ours.dh(&e_pub))?;
+    let k = sym.mix_psk(psk);
     sym.open(&k, &msg[rsp::EMPTY..rsp::EMPTY + TAG_LEN], &mut [])?;
     let (first, second) = sym.split();
     Ok(SessionKeys {
-        send: first,
-        recv: second,
+        send: *first,
+        recv: *second,
         local_index: state.local_index,
         remote_index: le32(msg, rsp::SENDER),
         initiator: true,
@@ -291,9 +303,9 @@ mod tests {
         let a = StaticKeys::new([1u8; 32]);
         let b = StaticKeys::new([2u8; 32]);
         let psk = [5u8; 32];
-        let ss_a = a.dh(&b.public);
+        let ss_a = a.dh(&b.public).unwrap();
         let (init, state) =
-            create_initiation(&a, &b.public, ss_a, 11, Tai64n::now()).expect("initiation");
+            create_initiation(&a, &b.public, Some(&ss_a), 11, Tai64n::now()).expect("initiation");
         let consumed = consume_initiation(&b, &init, |p| {
             assert_eq!(p, &a.public);
             Some(b.dh(p))
@@ -315,7 +327,7 @@ mod tests {
         let a = StaticKeys::new([1u8; 32]);
         let b = StaticKeys::new([2u8; 32]);
         let (init, _) =
-            create_initiation(&a, &b.public, a.dh(&b.public), 1, Tai64n::now()).unwrap();
+            create_initiation(&a, &b.public, a.dh(&b.public).as_deref(), 1, Tai64n::now()).unwrap();
         assert!(consume_initiation(&b, &init, |_| None).is_err());
     }
 }

@@ -1,0 +1,110 @@
+//! The handshake worker: handshake messages and cookie replies are handled on their own
+//! thread, off the receive thread that every path's data goes through, so that no rate of
+//! handshakes can hold data up.
+//!
+//! The receive thread checks each one's mac1 (a cookie reply: that it answers a message
+//! of ours) with [`Device::precheck_handshake`], which costs one BLAKE2s and takes no
+//! write lock, and queues what passes in a bounded queue ([`HandshakeQueue::submit`]);
+//! junk never takes a place. When the queue is full, a message is dropped, counted
+//! (`handshake_queue_full`), and the receive thread goes on. The worker
+//! ([`HandshakeWorker::run`]) tells the device how deep the queue is before each message
+//! ([`Device::note_handshake_backlog`]: at [`crate::protocol::ratelimit::UNDER_LOAD_BACKLOG`]
+//! or more the device is under load, for a second), then hands it to
+//! [`Device::receive_handshake`], which answers with a cookie, rate-limits per source, or
+//! does the Diffie-Hellman work.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use crate::multipath::path::Source;
+use crate::protocol::device::Device;
+use crate::protocol::noise::messages::INITIATION_LEN;
+use crate::protocol::transmit::Transmit;
+
+/// Messages the queue holds, as the kernel's MAX_QUEUED_INCOMING_HANDSHAKES.
+pub const QUEUE_DEPTH: usize = 4096;
+
+/// One queued message, in a fixed buffer (an initiation is the largest), so that queueing
+/// allocates nothing.
+struct Job {
+    src: Source,
+    len: usize,
+    buf: [u8; INITIATION_LEN],
+}
+
+/// The receive thread's end of the queue.
+pub struct HandshakeQueue {
+    tx: Sender<Job>,
+}
+
+/// The worker's end.
+pub struct HandshakeWorker {
+    rx: Receiver<Job>,
+}
+
+/// A new queue and the worker that drains it.
+pub fn queue() -> (HandshakeQueue, HandshakeWorker) {
+    let (tx, rx) = bounded(QUEUE_DEPTH);
+    (HandshakeQueue { tx }, HandshakeWorker { rx })
+}
+
+impl HandshakeQueue {
+    /// Queues `msg` from `src` for the worker if it passes the device's precheck. Never
+    /// blocks.
+    pub fn submit(&self, device: &Device, src: Source, msg: &[u8]) {
+        if msg.len() > INITIATION_LEN || !device.precheck_handshake(msg) {
+            return;
+        }
+        let mut job = Job {
+            src,
+            len: msg.len(),
+            buf: [0; INITIATION_LEN],
+        };
+        job.buf[..msg.len()].copy_from_slice(msg);
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                device
+                    .drops
+                    .handshake_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Messages waiting now.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// True if no message waits.
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
+}
+
+impl HandshakeWorker {
+    /// Handles queued messages until every [`HandshakeQueue`] is dropped. Replies
+    /// (responses, cookie replies, the first data of a new session) go out through `tx`.
+    pub fn run(self, device: &Device, tx: &dyn Transmit) {
+        for job in self.rx.iter() {
+            let now = Instant::now();
+            device.note_handshake_backlog(self.rx.len() + 1, now);
+            device.receive_handshake(job.src, &job.buf[..job.len], now, tx);
+        }
+    }
+
+    /// Handles the messages waiting now, and returns how many (for tests).
+    pub fn drain(&self, device: &Device, tx: &dyn Transmit, now: Instant) -> usize {
+        let mut n = 0;
+        while let Ok(job) = self.rx.try_recv() {
+            device.note_handshake_backlog(self.rx.len() + 1, now);
+            device.receive_handshake(job.src, &job.buf[..job.len], now, tx);
+            n += 1;
+        }
+        n
+    }
+}
