@@ -558,7 +558,7 @@ fn open_2threads_bench(c: &mut Criterion) {
 struct MpwgPeer {
     keys: StaticKeys,
     peer: [u8; 32],
-    static_static: Option<[u8; 32]>,
+    static_static: Option<mpwg::protocol::noise::crypto::Secret>,
     cookie: CookieState,
     checker: CookieChecker,
 }
@@ -582,8 +582,14 @@ impl MpwgPeer {
 const FROM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 77, 1, 1)), 51820);
 
 fn mpwg_initiation(a: &mut MpwgPeer) -> ([u8; INITIATION_LEN], InitiatorState) {
-    let (mut init, state) =
-        create_initiation(&a.keys, &a.peer, a.static_static, 1, Tai64n::now()).expect("init");
+    let (mut init, state) = create_initiation(
+        &a.keys,
+        &a.peer,
+        a.static_static.as_deref(),
+        1,
+        Tai64n::now(),
+    )
+    .expect("init");
     a.cookie.add_macs(&mut init, Instant::now());
     (init, state)
 }
@@ -593,7 +599,7 @@ fn mpwg_respond(b: &mut MpwgPeer, init: &[u8]) -> ([u8; RESPONSE_LEN], Session) 
         b.checker.check(init, FROM, Instant::now()),
         MacCheck::BadMac1
     );
-    let ss = b.static_static;
+    let ss = b.static_static.clone();
     let consumed = consume_initiation(&b.keys, init, |_| Some(ss)).expect("consume init");
     let (mut resp, keys) = create_response(consumed, &[0; 32], 2).expect("response");
     b.cookie.add_macs(&mut resp, Instant::now());

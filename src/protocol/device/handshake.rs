@@ -189,11 +189,9 @@ impl Device {
                 tx.send_to(src, &reply);
                 return;
             }
-            MacCheck::Mac2Valid if under_load => {
-                if !self.limiter.lock().allow(src.addr.ip(), now) {
-                    self.drops.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+            MacCheck::Mac2Valid if under_load && !self.limiter.lock().allow(src.addr.ip(), now) => {
+                self.drops.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return;
             }
             _ => {}
         }
