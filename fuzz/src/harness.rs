@@ -10,7 +10,7 @@
 //!
 //! Besides "no panic", the harnesses check what must hold whatever comes in: a packet
 //! reaches the TUN at most once, and only if it was sealed by the peer.
-#![allow(clippy::missing_panics_doc)]
+#![allow(clippy::missing_panics_doc, clippy::vec_box)]
 
 use std::collections::HashSet;
 use std::io::{Cursor, Read, Write};
@@ -204,7 +204,14 @@ impl Tunnel {
 }
 
 /// One datagram into `dev` as the daemon would take it.
-fn deliver(dev: &Device, cache: &mut RxCache, tx: &dyn Transmit, s: Source, d: &[u8], now: Instant) {
+fn deliver(
+    dev: &Device,
+    cache: &mut RxCache,
+    tx: &dyn Transmit,
+    s: Source,
+    d: &[u8],
+    now: Instant,
+) {
     let mut b = RxBatch::new(1);
     if b.push(s, d) {
         dev.open_batch(&mut b, cache, now, tx);
@@ -243,7 +250,11 @@ pub fn receive(data: &[u8]) {
                 let n = usize::from(input.byte());
                 let mut body = next_id.to_le_bytes().to_vec();
                 body.extend_from_slice(input.bytes(n));
-                let from = if input.byte() % 8 == 0 { [10, 9, 9, 9] } else { A_TUN };
+                let from = if input.byte() % 8 == 0 {
+                    [10, 9, 9, 9]
+                } else {
+                    A_TUN
+                };
                 if let Some(d) = t.a_send(&ipv4(from, B_TUN, total, &body)) {
                     issued.insert(next_id);
                     sealed.push(d);
@@ -257,7 +268,15 @@ pub fn receive(data: &[u8]) {
                 let (p, a) = (input.byte(), input.byte());
                 if !sealed.is_empty() {
                     let d = sealed[i % sealed.len()].clone();
-                    push(&t, &mut pool, &mut batch, &mut cache, &mut pending, src(p, a), &d);
+                    push(
+                        &t,
+                        &mut pool,
+                        &mut batch,
+                        &mut cache,
+                        &mut pending,
+                        src(p, a),
+                        &d,
+                    );
                 }
             }
             3 => {
@@ -268,7 +287,15 @@ pub fn receive(data: &[u8]) {
                     let mut d = sealed[i % sealed.len()].clone();
                     let at = at % d.len();
                     d[at] ^= x;
-                    push(&t, &mut pool, &mut batch, &mut cache, &mut pending, src(0, 1), &d);
+                    push(
+                        &t,
+                        &mut pool,
+                        &mut batch,
+                        &mut cache,
+                        &mut pending,
+                        src(0, 1),
+                        &d,
+                    );
                 }
             }
             4 => {
@@ -278,7 +305,15 @@ pub fn receive(data: &[u8]) {
                 d.extend_from_slice(&index.to_le_bytes());
                 d.extend_from_slice(input.bytes(n));
                 d.resize(n.max(32), 0);
-                push(&t, &mut pool, &mut batch, &mut cache, &mut pending, src(1, 2), &d);
+                push(
+                    &t,
+                    &mut pool,
+                    &mut batch,
+                    &mut cache,
+                    &mut pending,
+                    src(1, 2),
+                    &d,
+                );
             }
             5 => {
                 // The batch goes to decryption (it may wait for a later one).
@@ -333,10 +368,12 @@ impl Tunnel {
                 return;
             }
             for d in from_a {
-                self.b.receive_handshake(src(0, 0), &d, self.now, &self.cap_b);
+                self.b
+                    .receive_handshake(src(0, 0), &d, self.now, &self.cap_b);
             }
             for d in from_b {
-                self.a.receive_handshake(src(0, 0), &d, self.now, &self.cap_a);
+                self.a
+                    .receive_handshake(src(0, 0), &d, self.now, &self.cap_a);
             }
         }
     }
@@ -387,7 +424,10 @@ fn push(
 fn check_delivered(b: &mut RxBatch, issued: &HashSet<u64>, delivered: &mut HashSet<u64>) {
     for p in b.packets() {
         let pkt = &p[PACKET_OFFSET..];
-        assert!(pkt.len() >= 20, "a packet shorter than its header was delivered");
+        assert!(
+            pkt.len() >= 20,
+            "a packet shorter than its header was delivered"
+        );
         let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
         assert_eq!(total, pkt.len(), "delivered with the wrong length");
         if pkt.len() >= 28 {
@@ -498,8 +538,16 @@ pub fn handshake(data: &[u8]) {
         }
         // Whatever happens, the index table stays small: a pending handshake and three
         // sessions per side, and nothing that piles up.
-        assert!(b.index_entries() <= 8, "B's index table grew to {}", b.index_entries());
-        assert!(a.index_entries() <= 8, "A's index table grew to {}", a.index_entries());
+        assert!(
+            b.index_entries() <= 8,
+            "B's index table grew to {}",
+            b.index_entries()
+        );
+        assert!(
+            a.index_entries() <= 8,
+            "A's index table grew to {}",
+            a.index_entries()
+        );
         if seen.len() > 64 {
             seen.drain(..32);
         }
@@ -515,7 +563,9 @@ pub fn uapi(data: &[u8]) {
             self.0.snapshot()
         }
         fn set(&self, req: SetRequest) -> Result<(), UapiError> {
-            self.0.check(&req).map_err(|e| UapiError::invalid(e.to_string()))?;
+            self.0
+                .check(&req)
+                .map_err(|e| UapiError::invalid(e.to_string()))?;
             self.0
                 .apply(&req, Instant::now())
                 .map_err(|e| UapiError::invalid(e.to_string()))
@@ -547,7 +597,10 @@ pub fn uapi(data: &[u8]) {
     handle_connection(&mut s, &h);
     // Every reply ends with an errno line and the empty line.
     let out = String::from_utf8(s.output).expect("replies are text");
-    assert!(out.is_empty() || out.ends_with("\n\n"), "a reply is cut: {out:?}");
+    assert!(
+        out.is_empty() || out.ends_with("\n\n"),
+        "a reply is cut: {out:?}"
+    );
     // What the device holds is what a get shows, and it formats.
     let _ = format_get(&h.0.snapshot());
 }
@@ -586,12 +639,17 @@ pub fn gso_gro(data: &[u8]) {
     let mut packets: Vec<Vec<u8>> = Vec::new();
     if mode & 1 == 0 {
         let mut sup = input.bytes(65535).to_vec();
-        let mut bufs: Vec<Vec<u8>> = (0..64).map(|_| vec![0u8; HEADROOM + 2048 + TAILROOM]).collect();
+        let mut bufs: Vec<Vec<u8>> = (0..64)
+            .map(|_| vec![0u8; HEADROOM + 2048 + TAILROOM])
+            .collect();
         let mut sizes = vec![0usize; 64];
         if let Ok(n) = tun_rs::gso_split(&mut sup, hdr, &mut bufs, &mut sizes, HEADROOM, is_v6) {
             assert!(n <= bufs.len());
             for (b, &len) in bufs.iter().zip(&sizes).take(n) {
-                assert!(HEADROOM + len <= b.len(), "a split packet overran its buffer");
+                assert!(
+                    HEADROOM + len <= b.len(),
+                    "a split packet overran its buffer"
+                );
                 packets.push(b[HEADROOM..HEADROOM + len].to_vec());
             }
         }

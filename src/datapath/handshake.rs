@@ -108,3 +108,92 @@ impl HandshakeWorker {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::key::Key;
+    use crate::protocol::noise::cookie::CookieState;
+    use crate::protocol::peer::Peer;
+    use crate::protocol::ratelimit::UNDER_LOAD_BACKLOG;
+    use crate::protocol::request::SetRequest;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct Replies(Mutex<usize>);
+
+    impl Transmit for Replies {
+        fn send_to_peer(&self, _: &Peer, _: &[u8]) -> bool {
+            true
+        }
+        fn send_to(&self, _: Source, _: &[u8]) -> bool {
+            *self.0.lock() += 1;
+            true
+        }
+    }
+
+    fn device() -> (Device, Key) {
+        let k = Key::generate();
+        let d = Device::new(1420);
+        let req = SetRequest {
+            private_key: Some(k),
+            ..SetRequest::default()
+        };
+        d.apply(&req, Instant::now()).unwrap();
+        (d, k.public_key())
+    }
+
+    fn from(i: u8) -> Source {
+        Source {
+            addr: ([198, 51, 100, i], 4000).into(),
+            path: usize::from(i % 2),
+        }
+    }
+
+    #[test]
+    fn junk_never_takes_a_place_in_the_queue() {
+        let (d, _) = device();
+        let (q, _w) = queue();
+        let mut junk = [0u8; INITIATION_LEN];
+        junk[0] = 1;
+        for i in 0..10_000u32 {
+            junk[4..8].copy_from_slice(&i.to_le_bytes());
+            q.submit(&d, from(1), &junk);
+            q.submit(&d, from(2), &[3, 0, 0, 0, 1, 2, 3, 4]);
+        }
+        assert!(q.is_empty());
+        assert_eq!(d.drops.bad_mac1.load(Ordering::Relaxed), 10_000);
+    }
+
+    #[test]
+    fn a_deep_queue_puts_the_device_under_load_and_gets_cookies() {
+        let (d, public) = device();
+        let (q, w) = queue();
+        let replies = Replies::default();
+        let now = Instant::now();
+        let mut state = CookieState::new(&public.0);
+        let mut msg = [0u8; INITIATION_LEN];
+        msg[0] = 1;
+        // Below the backlog that means load: every message is worked through, no cookie.
+        for _ in 0..UNDER_LOAD_BACKLOG - 1 {
+            state.add_macs(&mut msg, now);
+            q.submit(&d, from(3), &msg);
+        }
+        assert_eq!(q.len(), UNDER_LOAD_BACKLOG - 1);
+        w.drain(&d, &replies, now);
+        assert_eq!(*replies.0.lock(), 0);
+        // A flood that fills the queue past it: cookie replies, and the queue's bound.
+        for _ in 0..QUEUE_DEPTH + 100 {
+            state.add_macs(&mut msg, now);
+            q.submit(&d, from(4), &msg);
+        }
+        assert_eq!(q.len(), QUEUE_DEPTH);
+        assert_eq!(d.drops.handshake_queue_full.load(Ordering::Relaxed), 100);
+        w.drain(&d, &replies, now);
+        let cookies = *replies.0.lock();
+        assert!(
+            cookies >= QUEUE_DEPTH - UNDER_LOAD_BACKLOG,
+            "{cookies} cookie replies"
+        );
+    }
+}

@@ -135,9 +135,10 @@ pub struct DropCounters {
 /// allowed IPs and the sessions it has looked up (entries of type `E`), valid while the
 /// device's epoch stays the same.
 ///
-/// The sessions are kept for one batch only ([`EpochCache::end_batch`]): a worker that
-/// goes idle must not keep a session alive (and its keys in memory) after the device
-/// dropped it. Looking them up again costs one lock per peer per batch.
+/// What it holds is kept for one batch only ([`EpochCache::end_batch`]): a worker that
+/// goes idle must not keep a session alive (and its keys in memory), nor a removed peer,
+/// after the device dropped them. Filling it again costs a lock per batch and one per
+/// peer the batch sends to.
 pub struct EpochCache<E> {
     epoch: Option<u64>,
     pub(crate) allowed: Arc<AllowedIps<Arc<Peer>>>,
@@ -167,10 +168,12 @@ impl<E> EpochCache<E> {
         }
     }
 
-    /// Lets go of the sessions looked up for the batch just done (call it after each
-    /// batch, before the worker may wait for the next).
+    /// Lets go of what was looked up for the batch just done (call it after each batch,
+    /// before the worker may wait for the next).
     pub fn end_batch(&mut self) {
         self.sessions.clear();
+        self.allowed = Arc::default();
+        self.epoch = None;
     }
 
     /// Sessions held now.
@@ -582,3 +585,6 @@ impl Device {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
