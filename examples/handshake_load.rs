@@ -39,7 +39,7 @@ const PACE: Duration = Duration::from_millis(21);
 
 struct LoadPeer {
     keys: StaticKeys,
-    static_static: Option<[u8; 32]>,
+    static_static: Option<mpwg::protocol::noise::crypto::Secret>,
     cookie: CookieState,
     pending: Option<(InitiatorState, Instant)>,
     /// When the last initiation went out.
@@ -117,7 +117,7 @@ fn main() {
             let Ok((mut msg, state)) = create_initiation(
                 &p.keys,
                 &server_pub.0,
-                p.static_static,
+                p.static_static.as_deref(),
                 index,
                 Tai64n::now(),
             ) else {

@@ -665,23 +665,32 @@ pub fn gso_gro(data: &[u8]) {
         Arc::new(Peer::new(Key([2; 32]), None)),
     ];
     let mut batch = GsoBatch::default();
-    let mut sent = 0usize;
+    let mut sent: Vec<usize> = Vec::new();
+    let take = |batch: &GsoBatch, sent: &mut Vec<usize>| {
+        if let Some(r) = batch.ready() {
+            assert_eq!(r.parts.len(), r.count);
+            assert!(
+                r.bytes <= r.segment * r.count,
+                "a segment is over the segment size"
+            );
+            let (last, rest) = r.parts.split_last().expect("a ready batch is not empty");
+            assert!(rest.iter().all(|&(_, len)| len == r.segment));
+            assert!(last.1 <= r.segment);
+            sent.extend(r.parts.iter().map(|&(i, _)| i));
+        }
+    };
     for (i, p) in packets.iter().enumerate() {
         let peer = &peers[usize::from(mode >> 1 & 1) * (i % 2)];
-        let msg = vec![0u8; p.len() + 32];
-        if !batch.fits(peer, msg.len()) {
-            if let Some(r) = batch.ready() {
-                sent += r.count;
-                assert!(r.bytes.len() <= r.segment * r.count);
-            }
+        let len = p.len() + 32;
+        if !batch.fits(peer, len) {
+            take(&batch, &mut sent);
             batch.clear();
         }
-        batch.push(peer, &msg, !p.is_empty());
+        batch.push(peer, i, len, !p.is_empty());
     }
-    if let Some(r) = batch.ready() {
-        sent += r.count;
-    }
-    assert_eq!(sent, packets.len(), "every message is sent once");
+    take(&batch, &mut sent);
+    let all: Vec<usize> = (0..packets.len()).collect();
+    assert_eq!(sent, all, "every message is sent once, in order");
     // GRO coalescing for a TUN write, at the offset the receive side writes from.
     let mut bufs: Vec<Vec<u8>> = packets
         .iter()
