@@ -16,13 +16,16 @@ fn replay(target: &str, f: fn(&[u8])) {
         .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
+        // A fuzzer running on the same directory may remove files meanwhile.
+        .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no corpus in {}", dir.display());
     for file in &files {
-        let data = std::fs::read(file).unwrap();
+        let Ok(data) = std::fs::read(file) else {
+            continue;
+        };
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         if let Err(e) = std::panic::catch_unwind(|| f(&data)) {
             let why = e
