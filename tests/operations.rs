@@ -368,7 +368,12 @@ fn metrics_parse_with_the_official_parsers_and_move_with_traffic() {
         .map(|s| s.labels["result"].as_str())
         .collect();
     assert!(
-        results.is_superset(&BTreeSet::from(["rejected", "cookie_sent"])),
+        results.is_superset(&BTreeSet::from([
+            "rejected",
+            "cookie_sent",
+            "rate_limited",
+            "queue_full"
+        ])),
         "{results:?}"
     );
 
@@ -411,6 +416,30 @@ fn metrics_parse_with_the_official_parsers_and_move_with_traffic() {
         let (x, y) = (value(&before, fam, &peer), value(&after, fam, &peer));
         assert!(y > x + 2.0 * 1024.0 * 1024.0, "{fam}: {x} -> {y}");
     }
+    // Junk of every message type from the far side's uplink: handshakes rejected and
+    // datagrams dropped as malformed, counted as such.
+    let junk = udp_garbage(300, 7);
+    let sent = udp_flood(&b.ns, &a.endpoint(), &junk);
+    assert!(sent > 250, "only {sent} junk datagrams sent");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let junked = loop {
+        let m = scrape(&a.ns);
+        let rejected = value(&m, "mpwg_handshakes", &[("result", "rejected")])
+            - value(&before, "mpwg_handshakes", &[("result", "rejected")]);
+        let malformed = value(&m, "mpwg_dropped", &[("reason", "malformed")])
+            - value(&before, "mpwg_dropped", &[("reason", "malformed")]);
+        if (rejected > 0.0 && malformed > 0.0) || Instant::now() > deadline {
+            break (rejected, malformed);
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        junked.0 > 0.0 && junked.1 > 0.0,
+        "after {sent} junk datagrams: {} handshakes rejected, {} malformed",
+        junked.0,
+        junked.1
+    );
+
     // What wg(8) reports for the peer agrees with what the metrics said just before.
     let dump = a.dump();
     let wg_peer = dump.peer(&b.public_key);

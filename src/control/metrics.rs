@@ -302,10 +302,15 @@ fn families(s: &Status) -> Vec<Family> {
     let h = &s.handshakes;
     out.push(family(
         "mpwg_handshakes",
-        "Handshake messages received, by result: rejected (bad mac1, did not decrypt, unknown peer) or cookie_sent (answered with a cookie, under load)",
+        "Handshake messages received and not answered with a handshake, by result: rejected (bad mac1, did not decrypt, unknown peer), cookie_sent (answered with a cookie, under load), rate_limited (its source had used its share, under load), queue_full",
         None,
         MetricType::Counter,
-        [("rejected", h.rejected), ("cookie_sent", h.cookie_sent)]
+        [
+            ("rejected", h.rejected),
+            ("cookie_sent", h.cookie_sent),
+            ("rate_limited", h.rate_limited),
+            ("queue_full", h.queue_full),
+        ]
             .into_iter()
             .map(|(result, v)| (vec![dev(), ("result", result.to_string())], Value::Counter(v)))
             .collect(),
@@ -323,6 +328,7 @@ fn families(s: &Status) -> Vec<Family> {
             ("bad_data", d.bad_data),
             ("bad_source", d.bad_source),
             ("no_route", d.no_route),
+            ("unexpected_cookie", d.unexpected_cookie),
         ]
         .into_iter()
         .map(|(reason, v)| {
@@ -367,6 +373,8 @@ mod tests {
             r#"mpwg_peer_tx_bytes_total{device="mp0",peer="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="} 1000"#,
             r#"mpwg_handshakes_total{device="mp0",result="rejected"} 4"#,
             r#"mpwg_handshakes_total{device="mp0",result="cookie_sent"} 1"#,
+            r#"mpwg_handshakes_total{device="mp0",result="rate_limited"} 5"#,
+            r#"mpwg_handshakes_total{device="mp0",result="queue_full"} 6"#,
             r#"mpwg_dropped_total{device="mp0",reason="replayed"} 2"#,
             "# TYPE mpwg_path_loss_ratio gauge",
         ] {

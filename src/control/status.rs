@@ -101,6 +101,11 @@ pub struct HandshakeCounts {
     pub rejected: u64,
     /// Cookie replies sent, under load, instead of an answer.
     pub cookie_sent: u64,
+    /// Messages with a valid cookie refused under load: their source had used its
+    /// share (the per-source token bucket).
+    pub rate_limited: u64,
+    /// Messages dropped because the handshake queue was full.
+    pub queue_full: u64,
 }
 
 /// What the device dropped, by reason (the device's drop counters).
@@ -118,6 +123,8 @@ pub struct DropCounts {
     pub bad_source: u64,
     /// Outbound packets with no peer for their destination.
     pub no_route: u64,
+    /// Cookie replies for no handshake of ours, or not awaited.
+    pub unexpected_cookie: u64,
 }
 
 impl Status {
@@ -208,6 +215,8 @@ pub fn collect(interface: &str, mode: &str, paths: &Paths, device: &Device) -> S
         handshakes: HandshakeCounts {
             rejected: r(&d.bad_mac1) + r(&d.bad_handshake),
             cookie_sent: r(&d.cookie_replies_sent),
+            rate_limited: r(&d.rate_limited),
+            queue_full: r(&d.handshake_queue_full),
         },
         drops: DropCounts {
             malformed: r(&d.malformed),
@@ -216,6 +225,7 @@ pub fn collect(interface: &str, mode: &str, paths: &Paths, device: &Device) -> S
             bad_data: r(&d.bad_data),
             bad_source: r(&d.bad_source),
             no_route: r(&d.no_route),
+            unexpected_cookie: r(&d.unexpected_cookie),
         },
     }
 }
@@ -265,6 +275,8 @@ pub(crate) mod tests {
             handshakes: HandshakeCounts {
                 rejected: 4,
                 cookie_sent: 1,
+                rate_limited: 5,
+                queue_full: 6,
             },
             drops: DropCounts {
                 replayed: 2,
