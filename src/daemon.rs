@@ -16,16 +16,18 @@ use parking_lot::Mutex;
 use crate::control::config::{self, ConfigError};
 use crate::control::http::{HttpError, MetricsServer};
 use crate::control::notify::Notifier;
+use crate::control::request::{ControlHandler, Request};
 use crate::control::show::{self, ControlServer, PathRow, QueueRow, Show};
 use crate::control::status::{self, Status};
 use crate::control::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler, UapiServer};
 use crate::datapath;
-use crate::datapath::paths::{Paths, ReceiveMode};
+use crate::datapath::paths::{LinkEvent, LinkInfo, Path, PathChangeError, Paths, ReceiveMode};
 use crate::io::ipc::SocketBindError;
 use crate::io::netlink::{self, Message, NetlinkSocket};
 use crate::io::tun::{Tun, TunError};
 use crate::io::udp::UdpError;
 use crate::multipath::path::{Interface, PathArg, PathError};
+use crate::multipath::state::{Change, SocketChange, State};
 use crate::protocol::device::Device;
 
 /// What `mpwg up` was asked for.
@@ -116,6 +118,21 @@ fn has_net_admin() -> bool {
 /// that found it gone, and the socket file, which nothing reports).
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often sockets that could not be opened for a present interface are retried.
+const SOCKET_RETRY: Duration = Duration::from_secs(1);
+
+/// The interfaces of a netlink dump, as the paths take them.
+fn link_infos(list: &[netlink::Interface]) -> Vec<LinkInfo> {
+    list.iter()
+        .map(|i| LinkInfo {
+            index: i.link.index,
+            name: i.link.name.clone(),
+            up: i.link.is_up(),
+            mtu: i.link.mtu,
+        })
+        .collect()
+}
+
 /// Why the daemon stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -181,8 +198,12 @@ impl Tunnel {
         }
     }
 
-    /// Follows link and address changes of the path interfaces.
+    /// Follows link and address changes of the path interfaces, and the TUN device's
+    /// deletion. Each second without news, retries the sockets that could not be opened.
     fn netlink_loop(&self, sock: NetlinkSocket) {
+        if let Err(e) = sock.set_timeout(SOCKET_RETRY) {
+            tracing::debug!("netlink: cannot set a receive timeout ({e})");
+        }
         loop {
             let msgs = match sock.recv() {
                 Ok(m) => m,
@@ -192,7 +213,14 @@ impl Tunnel {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    continue
+                    for p in self.paths.retry_sockets() {
+                        tracing::info!(
+                            path = p.label(),
+                            "path {}: its socket is open now: sending on it",
+                            p.label()
+                        );
+                    }
+                    continue;
                 }
                 Err(e) => {
                     // ENOBUFS: events were lost; resynchronise from a fresh dump.
@@ -201,25 +229,27 @@ impl Tunnel {
                     continue;
                 }
             };
+            let now = Instant::now();
             for m in msgs {
                 match m {
                     Message::DelLink(link) if link.index == self.tun.index() => {
                         let _ = self.stop.lock().send(Stop::DeviceDeleted);
                     }
                     Message::NewLink(link) => {
-                        self.link_changed(link.index, link.is_up(), &link.name)
+                        let ev = LinkEvent::New {
+                            index: link.index,
+                            name: &link.name,
+                            up: link.is_up(),
+                            mtu: link.mtu,
+                        };
+                        self.log_changes(self.paths.link_event(ev, now));
                     }
-                    Message::DelLink(link)
-                        if self.paths.set_link_state(link.index, false).is_some() =>
-                    {
-                        tracing::warn!(path = %link.name, "path interface {} was removed: path down", link.name);
+                    Message::DelLink(link) => {
+                        let ev = LinkEvent::Del { index: link.index };
+                        self.log_changes(self.paths.link_event(ev, now));
                     }
                     Message::NewAddr(index, addr) | Message::DelAddr(index, addr) => {
-                        if let Some(p) = self
-                            .paths
-                            .all()
-                            .iter()
-                            .find(|p| p.iface.as_ref().is_some_and(|i| i.index == index))
+                        if let Some(p) = self.paths.all().iter().find(|p| p.index() == Some(index))
                         {
                             tracing::info!(path = p.label(), %addr, "address change on path {}: the socket follows it", p.label());
                         }
@@ -230,27 +260,41 @@ impl Tunnel {
         }
     }
 
-    fn link_changed(&self, index: u32, up: bool, name: &str) {
-        if let Some(p) = self.paths.set_link_state(index, up) {
-            if up {
-                tracing::info!(
-                    path = p.label(),
+    /// Logs what happened to each path, once per change.
+    fn log_changes(&self, changes: Vec<(Arc<Path>, Change)>) {
+        for (p, c) in changes {
+            let name = p.label();
+            let reopened = matches!(c.socket, SocketChange::Open(_));
+            match (c.to, reopened) {
+                (State::Absent, _) => tracing::warn!(
+                    path = name,
+                    "path interface {name} is gone: path absent, not sending on it"
+                ),
+                (_, true) => tracing::info!(
+                    path = name,
+                    index = p.index(),
+                    state = %c.to,
+                    "path interface {name} appeared (index {}): new socket on port {}{}",
+                    p.index().unwrap_or(0),
+                    self.paths.port(),
+                    if c.to.is_up() { ", sending on it" } else { "; its link is down" }
+                ),
+                (State::Up, false) => tracing::info!(
+                    path = name,
                     "path interface {name} is up: sending on it again"
-                );
-            } else {
-                tracing::warn!(
-                    path = p.label(),
+                ),
+                (_, false) => tracing::warn!(
+                    path = name,
                     "path interface {name} is down: not sending on it"
-                );
+                ),
             }
         }
     }
 
+    /// Sets every path's state from a fresh list of interfaces.
     fn sync_link_states(&self) {
         if let Ok(list) = netlink::interfaces() {
-            for i in list {
-                self.link_changed(i.link.index, i.link.is_up(), &i.link.name);
-            }
+            self.log_changes(self.paths.sync(&link_infos(&list), Instant::now()));
         }
     }
 
@@ -283,16 +327,17 @@ impl Tunnel {
                         }
                     }
                 }
-                let local = p
-                    .iface
-                    .as_ref()
-                    .and_then(|i| ifaces.iter().find(|x| x.link.index == i.index))
+                let index = p.index();
+                let local = index
+                    .and_then(|i| ifaces.iter().find(|x| x.link.index == i))
                     .map(|x| x.addresses.iter().map(|a| a.to_string()).collect())
                     .unwrap_or_default();
+                let (state, since) = p.state();
                 PathRow {
                     iface: p.label().to_string(),
-                    index: p.iface.as_ref().map(|i| i.index),
-                    state: if p.is_up() { "up" } else { "down" },
+                    index,
+                    state: state.as_str(),
+                    since: since.map(|t| now.saturating_duration_since(t)),
                     local,
                     endpoints,
                     tx_packets: s.tx_packets.load(Ordering::Relaxed),
@@ -330,6 +375,77 @@ impl Tunnel {
                 })
                 .collect(),
         })
+    }
+}
+
+impl Tunnel {
+    /// `mpwg path add NAME IFACE`.
+    fn path_add(&self, iface: &str) -> Result<(), String> {
+        crate::io::tun::check_name(iface).map_err(|e| e.to_string())?;
+        if iface == self.name {
+            return Err(format!(
+                "{iface} is this tunnel's own device: a path needs an uplink interface"
+            ));
+        }
+        let list = netlink::interfaces()
+            .map_err(|e| format!("cannot list interfaces through netlink: {e}"))?;
+        let infos = link_infos(&list);
+        let seen = infos.iter().find(|l| l.name == iface);
+        let path = self
+            .paths
+            .add(iface, seen, Instant::now())
+            .map_err(|e| self.path_error(e))?;
+        match path.index() {
+            Some(index) => tracing::info!(
+                path = iface,
+                index,
+                "path {iface} added (index {index}): socket on port {}{}",
+                self.paths.port(),
+                if path.is_up() {
+                    ""
+                } else {
+                    "; its link is down"
+                }
+            ),
+            None => tracing::info!(
+                path = iface,
+                "path {iface} added: no such interface yet, absent until one appears"
+            ),
+        }
+        // An event between the dump above and the path's arrival in the list was not
+        // seen by it: look again.
+        self.sync_link_states();
+        Ok(())
+    }
+
+    /// `mpwg path del NAME IFACE`.
+    fn path_del(&self, iface: &str) -> Result<(), String> {
+        self.paths.remove(iface).map_err(|e| self.path_error(e))?;
+        tracing::info!(path = iface, "path {iface} removed: its socket is closed");
+        Ok(())
+    }
+
+    fn path_error(&self, e: PathChangeError) -> String {
+        let name = &self.name;
+        match e {
+            PathChangeError::Exists(i) => format!("{name} already has a path on {i}"),
+            PathChangeError::NotFound(i) => {
+                format!("{name} has no path on {i} (`mpwg show {name}` lists its paths)")
+            }
+            PathChangeError::TooMany => format!("{name}: {e}"),
+            PathChangeError::Socket(e) => format!("{name}: {e}"),
+        }
+    }
+}
+
+impl ControlHandler for Tunnel {
+    fn handle(&self, request: Request) -> Result<String, String> {
+        match request {
+            Request::Show => Ok(self.show()),
+            Request::Status => Ok(self.status().to_json()),
+            Request::PathAdd { iface } => self.path_add(&iface).map(|()| String::new()),
+            Request::PathDel { iface } => self.path_del(&iface).map(|()| String::new()),
+        }
     }
 }
 
@@ -472,9 +588,7 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
         .map_err(DaemonError::Signals)?;
     let events = NetlinkSocket::open(true).map_err(DaemonError::Netlink)?;
 
-    for i in &interfaces {
-        tunnel.link_changed(i.link.index, i.link.is_up(), &i.link.name);
-    }
+    tunnel.log_changes(tunnel.paths.sync(&link_infos(&interfaces), Instant::now()));
     let t = tunnel.clone();
     datapath::spawn("mpwg-handshake".into(), move || {
         handshake_worker.run(&t.device, &*t.paths)
@@ -486,13 +600,9 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
     let t = tunnel.clone();
     datapath::spawn("mpwg-timers".into(), move || t.timer_loop());
     uapi.serve(Arc::new(tunnel.clone()));
-    let t = tunnel.clone();
-    let json = status_source.clone();
-    control.serve(
-        Arc::new(move || t.show()),
-        Arc::new(move || json().to_json()),
-    );
-    let labels: Vec<&str> = tunnel.paths.all().iter().map(|p| p.label()).collect();
+    control.serve(tunnel.clone());
+    let all = tunnel.paths.all();
+    let labels: Vec<&str> = all.iter().map(|p| p.label()).collect();
     tracing::info!(
         device = %opts.name,
         port = tunnel.paths.port(),
@@ -500,6 +610,7 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
         uapi = %uapi.path().display(),
         "ready"
     );
+    drop(all);
     let notifier = Notifier::ready(status_source);
     ready();
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use mpwg::control::request::Request;
 use mpwg::datapath::paths::ReceiveMode;
 use mpwg::multipath::path::PathArg;
 
@@ -140,6 +141,31 @@ enum Command {
         /// Output directory.
         dir: PathBuf,
     },
+    /// Adds or removes a path of a running mpwg device, with no new handshake and no
+    /// loss on the other paths. Prints nothing on success.
+    Path {
+        #[command(subcommand)]
+        action: PathAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PathAction {
+    /// Adds a path on interface IFACE. IFACE may not exist yet: the path is then absent
+    /// and joins when an interface of that name appears.
+    Add {
+        /// The mpwg device (as in `mpwg up NAME`).
+        name: String,
+        /// The uplink interface.
+        iface: String,
+    },
+    /// Removes the path on interface IFACE: it stops being used, and its socket closes.
+    Del {
+        /// The mpwg device.
+        name: String,
+        /// The uplink interface.
+        iface: String,
+    },
 }
 
 fn init_logging(verbose: u8) {
@@ -169,6 +195,17 @@ fn ordered_paths(up: &ArgMatches, names: &[String], indices: &[u32]) -> Vec<Path
     }
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Sends `request` to the daemon of `name`; prints its reply, or its error on stderr.
+fn ask(name: &str, request: &Request) -> ExitCode {
+    match mpwg::control::show::query(name, request) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
@@ -268,15 +305,12 @@ fn main() -> ExitCode {
             Err(e) => fail(format!("cannot list interfaces through netlink: {e}")),
         },
         Command::Show { name, json } => {
-            match mpwg::control::show::query(&name, if json { "status" } else { "show" }) {
-                Ok(text) if text.starts_with("error:") => fail(text.trim_end()),
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            }
+            ask(&name, &if json { Request::Status } else { Request::Show })
         }
+        Command::Path { action } => match action {
+            PathAction::Add { name, iface } => ask(&name, &Request::PathAdd { iface }),
+            PathAction::Del { name, iface } => ask(&name, &Request::PathDel { iface }),
+        },
         Command::GenerateAssets { dir } => match generate_assets(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("writing into {}: {e}", dir.display())),

@@ -7,6 +7,13 @@
 //! * A TSO super-packet with more segments than a TUN read splits into: the kernel is
 //!   told not to build one (gso_max_segs), and one that comes anyway is dropped and
 //!   counted, not retried.
+//! * Uplinks that come and go, in a routed lab (A and B each with two uplinks to a
+//!   router R; B's service address reachable over both): an uplink deleted and
+//!   re-created (new index) at both ends rejoins by itself, with no restart and no new
+//!   handshake, and then carries the tunnel alone with no ping lost; the same for an
+//!   uplink absent at start and added with `mpwg path add`; `mpwg path del` during a
+//!   ping loses nothing, and `path add` brings the path back. Against mpwg and
+//!   wireguard-go.
 //!
 //! Each test builds its own namespaces (see `common`), needs root, and prints a skip
 //! message and passes without it: `sudo cargo test --release --test lifecycle`.
@@ -14,7 +21,8 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
+use std::io::Read;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -214,4 +222,749 @@ fn super_packets_with_too_many_segments_are_capped_or_dropped_and_counted() {
         ping_until(&a.ns, &b.tunnel, Duration::from_secs(5)),
         "the tunnel stopped working after the drops"
     );
+}
+
+// ---------------------------------------------------------------------------------
+// The routed lab
+// ---------------------------------------------------------------------------------
+
+/// How often `mpwg show` is polled while waiting for a change.
+const POLL: Duration = Duration::from_millis(100);
+/// How long a path gets to be seen gone, or back, before the test gives up. The issue
+/// asks for 1 s after the link is up; the time taken is printed, not asserted (the
+/// machine may be busy), and this limit only ends a test that would wait forever.
+const GIVE_UP: Duration = Duration::from_secs(10);
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        thread::sleep(t - now);
+    }
+}
+
+/// Three namespaces: A with uplinks `a1`, `a2` to the router R (`ra1`, `ra2`), and B
+/// with uplinks `b1` (and `b2`) to R (`rb1`, `rb2`):
+///
+/// * `aP` 10.N.P.1/24, R's end 10.N.P.254; `bP` 10.N.(P+2).2/24, R's end 10.N.(P+2).254;
+/// * on A and B a default route through each uplink (metric P), as on a multi-WAN box;
+/// * B's service address 10.N.0.2 (on its loopback);
+/// * R routes by the link a packet came from, as two providers would: what A sends on
+///   `aP` to any of B's addresses reaches B on `bP` (on `b1` if B has one uplink), and
+///   what B sends on `bP` to any of A's addresses reaches A on `aP`.
+///
+/// So the server is reachable at one address over every uplink, as DESIGN.md's lab asks,
+/// and each uplink pair is a path of its own, whatever address a side sends to.
+struct Routed {
+    a: Netns,
+    r: Netns,
+    b: Netns,
+    net: u8,
+    b_uplinks: usize,
+}
+
+impl Routed {
+    /// The lab with uplinks `a_up` of A and `b_up` of B made (others are left for the
+    /// test to make with [`Routed::uplink_a`], [`Routed::uplink_b`]); B has `b_uplinks`.
+    fn new(net: u8, b_uplinks: usize, a_up: &[usize], b_up: &[usize]) -> Routed {
+        let lab = Routed {
+            a: Netns::new(),
+            r: Netns::new(),
+            b: Netns::new(),
+            net,
+            b_uplinks,
+        };
+        for ns in [&lab.a, &lab.r, &lab.b] {
+            for key in ["all", "default"] {
+                ns.run(&["sysctl", "-qw", &format!("net.ipv4.conf.{key}.rp_filter=0")]);
+            }
+        }
+        lab.r.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        lab.b
+            .ip(&["addr", "add", &format!("{}/32", lab.server()), "dev", "lo"]);
+        for p in 1..=2 {
+            for (side, table) in [("ra", 100 + p), ("rb", 200 + p)] {
+                let (dev, table) = (format!("{side}{p}"), table.to_string());
+                lab.r.ip(&["rule", "add", "iif", &dev, "table", &table]);
+            }
+        }
+        for &p in a_up {
+            lab.uplink_a(p);
+        }
+        for &p in b_up {
+            lab.uplink_b(p);
+        }
+        lab
+    }
+
+    /// B's service address, where A's tunnel endpoint points.
+    fn server(&self) -> String {
+        format!("10.{}.0.2", self.net)
+    }
+
+    fn a_addr(&self, p: usize) -> String {
+        format!("10.{}.{p}.1", self.net)
+    }
+
+    fn b_addr(&self, p: usize) -> String {
+        format!("10.{}.{}.2", self.net, p + 2)
+    }
+
+    fn r_has(&self, dev: &str) -> bool {
+        self.r
+            .exec(&["ip", "link", "show", "dev", dev])
+            .status
+            .success()
+    }
+
+    /// Makes A's uplink `p` (again): the veth to R, addresses, A's default route, and
+    /// R's routes for it.
+    fn uplink_a(&self, p: usize) {
+        let gw = format!("10.{}.{p}.254", self.net);
+        veth(
+            &self.a,
+            &format!("a{p}"),
+            &format!("{}/24", self.a_addr(p)),
+            &self.r,
+            &format!("ra{p}"),
+            &format!("{gw}/24"),
+        );
+        let (dev, metric) = (format!("a{p}"), p.to_string());
+        self.a.ip(&[
+            "route", "replace", "default", "via", &gw, "dev", &dev, "metric", &metric,
+        ]);
+        self.r_routes();
+    }
+
+    /// Makes B's uplink `p` (again): the veth to R, addresses, B's default route, and
+    /// R's routes for it.
+    fn uplink_b(&self, p: usize) {
+        let gw = format!("10.{}.{}.254", self.net, p + 2);
+        veth(
+            &self.b,
+            &format!("b{p}"),
+            &format!("{}/24", self.b_addr(p)),
+            &self.r,
+            &format!("rb{p}"),
+            &format!("{gw}/24"),
+        );
+        let (dev, metric) = (format!("b{p}"), p.to_string());
+        self.b.ip(&[
+            "route", "replace", "default", "via", &gw, "dev", &dev, "metric", &metric,
+        ]);
+        self.r_routes();
+    }
+
+    /// R's policy tables, for the links that exist now: table 10P (what comes in on
+    /// `raP`) sends B's addresses to `rbP` (to `rb1` if B has one uplink); table 20P
+    /// (what comes in on `rbP`) sends A's addresses to `raP` (with one uplink at B, R's
+    /// own routes to A's links do).
+    fn r_routes(&self) {
+        let b_nets = [
+            format!("{}/32", self.server()),
+            format!("10.{}.3.0/24", self.net),
+            format!("10.{}.4.0/24", self.net),
+        ];
+        for p in 1..=2 {
+            let q = if self.b_uplinks == 1 { 1 } else { p };
+            let (ra, rb) = (format!("ra{p}"), format!("rb{q}"));
+            if self.r_has(&ra) && self.r_has(&rb) {
+                for net in &b_nets {
+                    self.r_route(net, &self.b_addr(q), &rb, 100 + p);
+                }
+                if self.b_uplinks > 1 {
+                    for n in 1..=2 {
+                        let net = format!("10.{}.{n}.0/24", self.net);
+                        self.r_route(&net, &self.a_addr(p), &ra, 200 + p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// In R's table `table`: `net` via `via` on `dev`.
+    fn r_route(&self, net: &str, via: &str, dev: &str, table: usize) {
+        let table = table.to_string();
+        self.r.ip(&[
+            "route", "replace", net, "via", via, "dev", dev, "table", &table,
+        ]);
+    }
+
+    /// Everything in and out of A's uplink `p` dropped (nft netdev hooks, one
+    /// transaction); the link stays up, so mpwg cannot know.
+    fn cut_a(&self, p: usize) {
+        nft(
+            &self.a,
+            &format!(
+                "table netdev cut_a{p} {{\n\
+                 \x20 chain in {{ type filter hook ingress device \"a{p}\" priority 0; policy drop; }}\n\
+                 \x20 chain out {{ type filter hook egress device \"a{p}\" priority 0; policy drop; }}\n\
+                 }}\n"
+            ),
+        );
+    }
+
+    fn restore_a(&self, p: usize) {
+        nft(&self.a, &format!("delete table netdev cut_a{p}\n"));
+    }
+
+    /// A tunnel from `mpwg up --listen-port 51820 A_ARGS...` in A to `far` in B
+    /// (listen port 51821), configured with `wg set`: A's endpoint is B's service
+    /// address; B learns A's. Tunnel addresses 10.N.100.1/24 and 10.N.100.2/24.
+    fn tunnel(&self, a_args: &[&str], far: Far) -> Tunnel {
+        let (dev_a, dev_b) = (unique_dev(), unique_dev());
+        let mut args = vec!["--listen-port", "51820"];
+        args.extend(a_args);
+        let a = Daemon::mpwg(&self.a, &dev_a, &args);
+        let b = match far {
+            Far::Mpwg(b_args) => {
+                let mut args = vec!["--listen-port", "51821"];
+                args.extend(b_args);
+                Daemon::mpwg(&self.b, &dev_b, &args)
+            }
+            Far::WireguardGo => Daemon::wireguard_go(&self.b, &dev_b),
+        };
+        let keys = TempDir::new();
+        let (priv_a, priv_b) = (genkey(), genkey());
+        let (pub_a, pub_b) = (pubkey(&priv_a), pubkey(&priv_b));
+        let key_a = keys.secret_file("a.key", &priv_a);
+        let key_b = keys.secret_file("b.key", &priv_b);
+        let tun_a = format!("10.{}.100.1", self.net);
+        let tun_b = format!("10.{}.100.2", self.net);
+        let endpoint = format!("{}:51821", self.server());
+        let (allowed_a, allowed_b) = (format!("{tun_a}/32"), format!("{tun_b}/32"));
+        let key_a = key_a.to_str().unwrap();
+        let key_b = key_b.to_str().unwrap();
+        wg(
+            &self.a,
+            &[
+                "set",
+                &dev_a,
+                "private-key",
+                key_a,
+                "peer",
+                &pub_b,
+                "allowed-ips",
+                &allowed_b,
+                "endpoint",
+                &endpoint,
+            ],
+        );
+        wg(
+            &self.b,
+            &[
+                "set",
+                &dev_b,
+                "listen-port",
+                "51821",
+                "private-key",
+                key_b,
+                "peer",
+                &pub_a,
+                "allowed-ips",
+                &allowed_a,
+            ],
+        );
+        for (ns, dev, addr) in [(&self.a, &dev_a, &tun_a), (&self.b, &dev_b, &tun_b)] {
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        Tunnel {
+            _a: a,
+            _b: b,
+            far_is_mpwg: matches!(far, Far::Mpwg(_)),
+            dev_a,
+            dev_b,
+            tun_b,
+            pub_b,
+            _keys: keys,
+        }
+    }
+}
+
+/// What runs in B.
+#[derive(Clone, Copy)]
+enum Far<'a> {
+    /// `mpwg up` with these arguments (paths).
+    Mpwg(&'a [&'a str]),
+    /// wireguard-go: one unbound socket, as stock WireGuard.
+    WireguardGo,
+}
+
+/// Two daemons joined through a [`Routed`] lab; declared after it, so dropped first.
+struct Tunnel {
+    _a: Daemon,
+    _b: Daemon,
+    far_is_mpwg: bool,
+    dev_a: String,
+    dev_b: String,
+    tun_b: String,
+    pub_b: String,
+    _keys: TempDir,
+}
+
+impl Tunnel {
+    /// Handshake (A pings B until a reply comes), then 20 quick pings, none lost.
+    fn establish(&self, lab: &Routed) {
+        // As in tests/multipath.rs: wireguard-go may consume both copies of the first
+        // initiation and keep the other session; let one copy through only.
+        let cut = !self.far_is_mpwg && lab.a.ip(&["-o", "link", "show"]).contains(" a2");
+        if cut {
+            lab.cut_a(2);
+        }
+        let ok = ping_until(&lab.a, &self.tun_b, Duration::from_secs(10));
+        if cut {
+            lab.restore_a(2);
+        }
+        assert!(
+            ok,
+            "no ping reply A -> B ({} -> {})",
+            self.dev_a, self.dev_b
+        );
+        let e = EchoStream::start(&lab.a, &self.tun_b, 20, "0.01").finish(&lab.a);
+        assert_eq!(
+            e.lost(),
+            0,
+            "pings lost on a healthy tunnel:\n{}",
+            e.ping_output
+        );
+    }
+
+    /// A's latest handshake with B, in seconds since the epoch (`wg show latest-handshakes`).
+    fn handshake_a(&self, lab: &Routed) -> u64 {
+        let out = wg(&lab.a, &["show", &self.dev_a, "latest-handshakes"]);
+        out.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once('\t')?;
+                (k == self.pub_b).then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no handshake time for B in:\n{out}"))
+    }
+
+    /// The `mpwg show` devices of the mpwg ends: A, and B if it is mpwg.
+    fn mpwg_devs(&self) -> Vec<&str> {
+        let mut v = vec![self.dev_a.as_str()];
+        if self.far_is_mpwg {
+            v.push(&self.dev_b);
+        }
+        v
+    }
+}
+
+/// The row of `mpwg show DEV` for interface `iface`, if it lists one.
+fn row(dev: &str, iface: &str) -> Option<ShowPath> {
+    mpwg_show(dev).paths.into_iter().find(|p| p.iface == iface)
+}
+
+/// Polls `mpwg show DEV` until `ok` holds for the row of `iface` (None: not listed);
+/// returns how long it took. Panics after [`GIVE_UP`].
+fn wait_for(
+    dev: &str,
+    iface: &str,
+    what: &str,
+    ok: impl Fn(Option<&ShowPath>) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let show = mpwg_show(dev);
+        if ok(show.paths.iter().find(|p| p.iface == iface)) {
+            return start.elapsed();
+        }
+        if start.elapsed() > GIVE_UP {
+            panic!(
+                "{dev}: path {iface} not {what} after {GIVE_UP:?}:\n{}",
+                show.text
+            );
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// With A's uplink 1 cut (silently, both ways), a 100 packets/s ping A -> B for 3 s
+/// must lose nothing: the tunnel then lives on uplink 2 alone.
+fn uplink_2_alone_loses_nothing(lab: &Routed, t: &Tunnel, what: &str) {
+    lab.cut_a(1);
+    let e = EchoStream::start(&lab.a, &t.tun_b, 300, "0.01").finish(&lab.a);
+    let shows: Vec<String> = t.mpwg_devs().iter().map(|d| mpwg_show(d).text).collect();
+    lab.restore_a(1);
+    eprintln!(
+        "{what}: with uplink 1 cut, {}/{} pings answered",
+        e.answered, e.sent
+    );
+    assert!(e.sent >= 290, "{what}: ping sent only {} requests", e.sent);
+    assert_eq!(
+        e.lost(),
+        0,
+        "{what}: {} of {} pings lost on uplink 2 alone:\n{}\n{}",
+        e.lost(),
+        e.sent,
+        e.ping_output,
+        shows.join("\n")
+    );
+}
+
+/// Uplink 2 is deleted at both ends (B's too, when B is mpwg) and re-created with the
+/// same names and addresses (new indices). Every mpwg end shows it `absent`, then `up`
+/// again with the new index, by itself; 2 s after the re-creation, with uplink 1 cut, a
+/// 100 packets/s ping loses nothing; and there was no new handshake. A names its path 2
+/// by index (`--path-index`), which then follows the interface's name.
+fn recreated_uplink_rejoins(far_mpwg: bool) {
+    let b_paths = if far_mpwg { 2 } else { 1 };
+    let lab = Routed::new(
+        if far_mpwg { 81 } else { 82 },
+        b_paths,
+        &[1, 2],
+        &[1, 2][..b_paths],
+    );
+    let far = if far_mpwg {
+        Far::Mpwg(&["--path", "b1", "--path", "b2"])
+    } else {
+        Far::WireguardGo
+    };
+    let a2_index = link_index(&lab.a, "a2").to_string();
+    let t = lab.tunnel(&["--path", "a1", "--path-index", &a2_index], far);
+    assert_eq!(mpwg_show(&t.dev_a).path(1).iface, "a2");
+    t.establish(&lab);
+    let what = format!(
+        "uplink 2 re-created, mpwg <-> {}",
+        if far_mpwg { "mpwg" } else { "wireguard-go" }
+    );
+    let handshake = t.handshake_a(&lab);
+    let mut ends = vec![(&lab.a, t.dev_a.as_str(), "a2")];
+    if far_mpwg {
+        ends.push((&lab.b, t.dev_b.as_str(), "b2"));
+    }
+    let old: Vec<u32> = ends.iter().map(|(ns, _, i)| link_index(ns, i)).collect();
+    for (ns, _, iface) in &ends {
+        ns.ip(&["link", "del", iface]);
+    }
+    for (_, dev, iface) in &ends {
+        let took = wait_for(dev, iface, "absent", |r| {
+            r.is_some_and(|r| r.state == "absent" && r.index == "-")
+        });
+        eprintln!(
+            "{what}: {dev} shows {iface} absent after {} ms",
+            took.as_millis()
+        );
+    }
+    let recreated = Instant::now();
+    lab.uplink_a(2);
+    if far_mpwg {
+        lab.uplink_b(2);
+    }
+    for ((ns, dev, iface), old) in ends.iter().zip(&old) {
+        let new = link_index(ns, iface);
+        assert_ne!(
+            new, *old,
+            "{iface} got its old index back: the test shows nothing"
+        );
+        let took = wait_for(dev, iface, "up again with its new index", |r| {
+            r.is_some_and(|r| r.state == "up" && r.index == new.to_string())
+        });
+        eprintln!(
+            "{what}: {dev} shows {iface} up with index {new} (was {old}) {} ms after the re-creation",
+            took.as_millis()
+        );
+    }
+    sleep_until(recreated + Duration::from_secs(2));
+    let rx_before: Vec<u64> = ends
+        .iter()
+        .map(|(_, dev, iface)| row(dev, iface).unwrap().rx_packets)
+        .collect();
+    uplink_2_alone_loses_nothing(&lab, &t, &what);
+    for ((_, dev, iface), before) in ends.iter().zip(rx_before) {
+        let after = row(dev, iface).unwrap().rx_packets;
+        assert!(
+            after > before,
+            "{what}: {dev} received nothing on the re-created {iface}:\n{}\n{}",
+            mpwg_show(&t.dev_a).text,
+            mpwg_show(dev).text
+        );
+    }
+    assert_eq!(
+        t.handshake_a(&lab),
+        handshake,
+        "{what}: a new handshake happened; none is needed"
+    );
+}
+
+#[test]
+fn recreated_uplinks_rejoin_by_themselves_mpwg_to_mpwg() {
+    let Some(_lab) = lab("recreated_uplinks_rejoin_by_themselves_mpwg_to_mpwg") else {
+        return;
+    };
+    recreated_uplink_rejoins(true);
+}
+
+#[test]
+fn a_recreated_uplink_rejoins_by_itself_mpwg_to_wireguard_go() {
+    let Some(_lab) = lab("a_recreated_uplink_rejoins_by_itself_mpwg_to_wireguard_go") else {
+        return;
+    };
+    recreated_uplink_rejoins(false);
+}
+
+/// `mpwg path ARGS...` (in the test's namespace: the control socket is shared); its
+/// exit status, stdout and stderr.
+fn mpwg_path(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let out = std::process::Command::new(MPWG)
+        .arg("path")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mpwg path");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mpwg path ARGS...`, which must succeed and print nothing.
+fn path_ok(args: &[&str]) {
+    let (status, out, err) = mpwg_path(args);
+    assert!(
+        status.success() && out.is_empty() && err.is_empty(),
+        "mpwg path {}: {status}, stdout {out:?}, stderr {err:?}",
+        args.join(" ")
+    );
+}
+
+/// Uplink 2 does not exist when the daemons start (`--path a1` only, and `--path b1`
+/// when B is mpwg). `mpwg path add` then adds it: listed as `absent`; the uplink is
+/// made; every mpwg end shows it `up`; 2 s later, with uplink 1 cut, a 100 packets/s
+/// ping loses nothing.
+fn absent_uplink_joins_after_path_add(far_mpwg: bool) {
+    let b_paths = if far_mpwg { 2 } else { 1 };
+    let lab = Routed::new(if far_mpwg { 83 } else { 84 }, b_paths, &[1], &[1]);
+    let far = if far_mpwg {
+        Far::Mpwg(&["--path", "b1"])
+    } else {
+        Far::WireguardGo
+    };
+    let t = lab.tunnel(&["--path", "a1"], far);
+    t.establish(&lab);
+    let what = format!(
+        "uplink 2 added with mpwg path add, mpwg <-> {}",
+        if far_mpwg { "mpwg" } else { "wireguard-go" }
+    );
+    let handshake = t.handshake_a(&lab);
+    let mut ends = vec![(t.dev_a.as_str(), "a2")];
+    if far_mpwg {
+        ends.push((t.dev_b.as_str(), "b2"));
+    }
+    for (dev, iface) in &ends {
+        path_ok(&["add", dev, iface]);
+        let r = row(dev, iface).unwrap_or_else(|| {
+            panic!(
+                "{what}: `mpwg show` does not list {iface} at once:\n{}",
+                mpwg_show(dev).text
+            )
+        });
+        assert_eq!(
+            (r.state.as_str(), r.index.as_str()),
+            ("absent", "-"),
+            "{what}: {r:?}"
+        );
+    }
+    let made = Instant::now();
+    lab.uplink_a(2);
+    if far_mpwg {
+        lab.uplink_b(2);
+    }
+    for (dev, iface) in &ends {
+        let took = wait_for(dev, iface, "up", |r| r.is_some_and(|r| r.state == "up"));
+        eprintln!(
+            "{what}: {dev} shows {iface} up {} ms after it was made",
+            took.as_millis()
+        );
+    }
+    sleep_until(made + Duration::from_secs(2));
+    uplink_2_alone_loses_nothing(&lab, &t, &what);
+    assert_eq!(
+        t.handshake_a(&lab),
+        handshake,
+        "{what}: a new handshake happened"
+    );
+}
+
+#[test]
+fn an_uplink_absent_at_start_joins_after_path_add_mpwg_to_mpwg() {
+    let Some(_lab) = lab("an_uplink_absent_at_start_joins_after_path_add_mpwg_to_mpwg") else {
+        return;
+    };
+    absent_uplink_joins_after_path_add(true);
+}
+
+#[test]
+fn an_uplink_absent_at_start_joins_after_path_add_mpwg_to_wireguard_go() {
+    let Some(_lab) = lab("an_uplink_absent_at_start_joins_after_path_add_mpwg_to_wireguard_go")
+    else {
+        return;
+    };
+    absent_uplink_joins_after_path_add(false);
+}
+
+/// Two uplinks at both ends. During a 100 packets/s ping, `mpwg path del` of uplink 2
+/// (at every mpwg end): no ping lost, and `mpwg show` no longer lists it. `mpwg path
+/// add` brings it back; 2 s later, with uplink 1 cut, no ping lost.
+fn path_del_and_add(far_mpwg: bool) {
+    let b_paths = if far_mpwg { 2 } else { 1 };
+    let lab = Routed::new(
+        if far_mpwg { 85 } else { 86 },
+        b_paths,
+        &[1, 2],
+        &[1, 2][..b_paths],
+    );
+    let far = if far_mpwg {
+        Far::Mpwg(&["--path", "b1", "--path", "b2"])
+    } else {
+        Far::WireguardGo
+    };
+    let t = lab.tunnel(&["--path", "a1", "--path", "a2"], far);
+    t.establish(&lab);
+    let what = format!(
+        "mpwg path del, then add, mpwg <-> {}",
+        if far_mpwg { "mpwg" } else { "wireguard-go" }
+    );
+    let handshake = t.handshake_a(&lab);
+    let mut ends = vec![(t.dev_a.as_str(), "a2")];
+    if far_mpwg {
+        ends.push((t.dev_b.as_str(), "b2"));
+    }
+    let ping = EchoStream::start(&lab.a, &t.tun_b, 300, "0.01");
+    sleep_until(ping.started() + Duration::from_secs(1));
+    for (dev, iface) in &ends {
+        path_ok(&["del", dev, iface]);
+        let show = mpwg_show(dev);
+        assert!(
+            show.paths.iter().all(|p| p.iface != *iface),
+            "{what}: `mpwg show` still lists {iface} after path del:\n{}",
+            show.text
+        );
+    }
+    let e = ping.finish(&lab.a);
+    eprintln!(
+        "{what}: {}/{} pings answered across the path del",
+        e.answered, e.sent
+    );
+    assert_eq!(
+        e.lost(),
+        0,
+        "{what}: pings lost across the path del:\n{}",
+        e.ping_output
+    );
+
+    let added = Instant::now();
+    for (dev, iface) in &ends {
+        path_ok(&["add", dev, iface]);
+        let r = row(dev, iface).expect("listed at once");
+        assert_eq!(r.state, "up", "{what}: {r:?}");
+    }
+    sleep_until(added + Duration::from_secs(2));
+    uplink_2_alone_loses_nothing(&lab, &t, &what);
+    assert_eq!(
+        t.handshake_a(&lab),
+        handshake,
+        "{what}: a new handshake happened"
+    );
+}
+
+#[test]
+fn path_del_loses_nothing_and_path_add_brings_it_back_mpwg_to_mpwg() {
+    let Some(_lab) = lab("path_del_loses_nothing_and_path_add_brings_it_back_mpwg_to_mpwg") else {
+        return;
+    };
+    path_del_and_add(true);
+}
+
+#[test]
+fn path_del_loses_nothing_and_path_add_brings_it_back_mpwg_to_wireguard_go() {
+    let Some(_lab) = lab("path_del_loses_nothing_and_path_add_brings_it_back_mpwg_to_wireguard_go")
+    else {
+        return;
+    };
+    path_del_and_add(false);
+}
+
+/// `mpwg path add|del` print nothing on success (exit 0) and a clear error otherwise
+/// (exit 1): unknown device, a path that is already there, an unknown path, the
+/// tunnel's own device, a name no interface can have. The first path added to a tunnel
+/// without paths replaces its unbound socket, on the same port; deleting the last path
+/// brings that socket back.
+#[test]
+fn path_commands_print_nothing_or_name_what_is_wrong() {
+    let Some(_lab) = lab("path_commands_print_nothing_or_name_what_is_wrong") else {
+        return;
+    };
+    let ns = Netns::new();
+    let other = Netns::new();
+    veth(&ns, "e1", "10.87.1.1/24", &other, "f1", "10.87.1.2/24");
+    let dev = unique_dev();
+    let d = Daemon::mpwg(&ns, &dev, &[]);
+    assert_eq!(mpwg_show(&dev).path(0).iface, "*");
+    let port = wg(&ns, &["show", &dev, "listen-port"]).trim().to_string();
+
+    path_ok(&["add", &dev, "e1"]);
+    let show = mpwg_show(&dev);
+    assert_eq!(
+        show.paths.len(),
+        1,
+        "the unbound socket is replaced:\n{}",
+        show.text
+    );
+    assert_eq!(
+        (show.path(0).iface.as_str(), show.path(0).state.as_str()),
+        ("e1", "up")
+    );
+    assert_eq!(
+        wg(&ns, &["show", &dev, "listen-port"]).trim(),
+        port,
+        "same port"
+    );
+
+    let missing = unique_dev();
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["add", &missing, "e1"],
+            format!("no mpwg daemon is running for {missing}"),
+        ),
+        (
+            vec!["add", &dev, "e1"],
+            format!("{dev} already has a path on e1"),
+        ),
+        (
+            vec!["del", &dev, "eth9"],
+            format!("{dev} has no path on eth9 (`mpwg show {dev}` lists its paths)"),
+        ),
+        (
+            vec!["add", &dev, &dev],
+            format!("{dev} is this tunnel's own device: a path needs an uplink interface"),
+        ),
+        (
+            vec!["add", &dev, "a/b"],
+            "invalid interface name \"a/b\"".to_string(),
+        ),
+    ];
+    for (args, message) in cases {
+        let (status, out, err) = mpwg_path(&args);
+        let what = format!("mpwg path {}", args.join(" "));
+        assert_eq!(status.code(), Some(1), "{what}: {status}\nstderr: {err}");
+        assert!(out.is_empty(), "{what}: stdout {out:?}");
+        assert_user_error(&what, status, &err, &[message], &[]);
+    }
+    path_ok(&["add", &dev, "wwan9"]);
+    let r = row(&dev, "wwan9").expect("wwan9 listed");
+    assert_eq!((r.state.as_str(), r.index.as_str()), ("absent", "-"));
+    path_ok(&["del", &dev, "wwan9"]);
+    path_ok(&["del", &dev, "e1"]);
+    let show = mpwg_show(&dev);
+    assert_eq!(show.paths.len(), 1, "{}", show.text);
+    assert_eq!(
+        show.path(0).iface,
+        "*",
+        "the unbound socket is back:\n{}",
+        show.text
+    );
+    assert_eq!(wg(&ns, &["show", &dev, "listen-port"]).trim(), port);
+    d.stop();
 }

@@ -1,5 +1,6 @@
 //! mpwg's own control socket, `/var/run/wireguard/NAME.mpwg` (root only), and what it
-//! serves: `mpwg show NAME`, a table per path.
+//! serves: `mpwg show NAME`, a table per path, and the other requests of
+//! [`crate::control::request`] (`mpwg path add|del NAME IFACE`).
 //!
 //! The name does not end in `.sock`, so `wg show all`, which lists `*.sock`, ignores it.
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::control::request::{ControlHandler, Request};
 use crate::control::uapi::SOCKET_DIR;
 use crate::io::ipc::{SocketBindError, SocketServer};
 
@@ -28,8 +30,10 @@ pub struct PathRow {
     pub iface: String,
     /// Interface index.
     pub index: Option<u32>,
-    /// "up" or "down".
+    /// "up", "down" or "absent".
     pub state: &'static str,
+    /// How long ago the state last changed (None: never, as for the unbound socket).
+    pub since: Option<Duration>,
     /// The interface's addresses.
     pub local: Vec<String>,
     /// Where this path sends to the peers.
@@ -118,6 +122,7 @@ pub fn format_show(s: &Show) -> String {
         "IFACE",
         "INDEX",
         "STATE",
+        "SINCE",
         "LOCAL",
         "PEER ENDPOINTS",
         "TX PKTS",
@@ -141,6 +146,7 @@ pub fn format_show(s: &Show) -> String {
                 p.iface.clone(),
                 p.index.map_or("-".into(), |i| i.to_string()),
                 p.state.to_string(),
+                p.since.map_or("-".into(), |d| ago(Some(d))),
                 join(&p.local),
                 join(&p.endpoints),
                 p.tx_packets.to_string(),
@@ -196,13 +202,8 @@ impl ControlServer {
             .map(ControlServer)
     }
 
-    /// Answers `show` requests with what `show` returns, and `status` requests (`mpwg
-    /// show --json`) with what `status` returns.
-    pub fn serve(
-        &self,
-        show: Arc<dyn Fn() -> String + Send + Sync>,
-        status: Arc<dyn Fn() -> String + Send + Sync>,
-    ) {
+    /// Answers requests ([`Request`]) through `handler`.
+    pub fn serve(&self, handler: Arc<dyn ControlHandler>) {
         self.0.serve(Arc::new(move |stream: UnixStream| {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
             let mut reader = BufReader::new(&stream).take(1024);
@@ -210,17 +211,17 @@ impl ControlServer {
             if reader.read_line(&mut line).is_err() {
                 return;
             }
-            let reply = match line.trim() {
-                "show" => show(),
-                "status" => status(),
-                other => {
-                    format!("error: unknown request {other:?} (this daemon knows: show, status)\n")
-                }
+            let reply = match Request::parse(&line).and_then(|r| handler.handle(r)) {
+                Ok(text) => text,
+                Err(e) => format!("{ERROR_PREFIX}{e}\n"),
             };
             let _ = (&stream).write_all(reply.as_bytes());
         }));
     }
 }
+
+/// How a reply that reports a failure starts.
+const ERROR_PREFIX: &str = "error: ";
 
 /// Why `mpwg show` could not ask the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -234,8 +235,11 @@ pub enum ControlError {
         path: String,
     },
     /// Not allowed to connect.
-    #[error("permission denied on {0}: mpwg show needs root")]
+    #[error("permission denied on {0}: mpwg needs root to talk to its daemon")]
     Permission(String),
+    /// The daemon refused the request; its message.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else.
     #[error("talking to the control socket {path}: {source}")]
     Io {
@@ -246,8 +250,9 @@ pub enum ControlError {
     },
 }
 
-/// Sends `request` to the daemon of `name` and returns its reply.
-pub fn query(name: &str, request: &str) -> Result<String, ControlError> {
+/// Sends `request` to the daemon of `name` and returns its reply, or the error it
+/// answered with ([`ControlError::Refused`]).
+pub fn query(name: &str, request: &Request) -> Result<String, ControlError> {
     let path = socket_path(name);
     let p = path.display().to_string();
     let mut stream = UnixStream::connect(&path).map_err(|e| match e.kind() {
@@ -268,11 +273,14 @@ pub fn query(name: &str, request: &str) -> Result<String, ControlError> {
         source,
     };
     stream
-        .write_all(format!("{request}\n").as_bytes())
+        .write_all(format!("{}\n", request.to_line()).as_bytes())
         .map_err(io)?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).map_err(io)?;
-    Ok(reply)
+    match reply.strip_prefix(ERROR_PREFIX) {
+        Some(e) => Err(ControlError::Refused(e.trim_end().to_string())),
+        None => Ok(reply),
+    }
 }
 
 #[cfg(test)]
@@ -291,6 +299,7 @@ mod tests {
                     iface: "eth1".into(),
                     index: Some(4),
                     state: "up",
+                    since: Some(Duration::from_secs(12)),
                     local: vec!["10.1.1.1/24".into()],
                     endpoints: vec!["10.1.1.2:51820".parse().unwrap()],
                     tx_packets: 10,
@@ -326,7 +335,7 @@ mod tests {
             lines[0],
             "interface: mp0  listening port: 51820  mode: duplicate  receive: all"
         );
-        assert!(lines[1].starts_with("PATH  IFACE  INDEX  STATE  LOCAL"));
+        assert!(lines[1].starts_with("PATH  IFACE  INDEX  STATE  SINCE      LOCAL"));
         let row: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
             row,
@@ -335,6 +344,8 @@ mod tests {
                 "eth1",
                 "4",
                 "up",
+                "12.0s",
+                "ago",
                 "10.1.1.1/24",
                 "10.1.1.2:51820",
                 "10",
@@ -351,9 +362,9 @@ mod tests {
             ]
         );
         let row: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(row[..5], ["1", "wlan0", "5", "down", "-"]);
-        assert_eq!(row[10], "3");
-        assert_eq!(row[11], "never");
+        assert_eq!(row[..6], ["1", "wlan0", "5", "down", "-", "-"]);
+        assert_eq!(row[11], "3");
+        assert_eq!(row[12], "never");
         assert_eq!(
             lines[4],
             "tun queue 0: 2 reads carried 90 packets; 3 write batches carried 100 packets; \

@@ -172,8 +172,8 @@ pub fn collect(interface: &str, mode: &str, paths: &Paths, device: &Device) -> S
             let s = &p.stats;
             PathStatus {
                 name: p.label().to_string(),
-                index: p.iface.as_ref().map(|i| i.index),
-                state: if p.is_up() { "up" } else { "down" }.to_string(),
+                index: p.index(),
+                state: p.state().0.as_str().to_string(),
                 rtt_ms: None,
                 loss_pct: None,
                 jitter_ms: None,

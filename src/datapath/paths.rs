@@ -2,6 +2,12 @@
 //! interface, all on the listen port; and the [`Transmit`] that sends every datagram on
 //! every live path (duplicate mode).
 //!
+//! Paths are interfaces by name and come and go ([`Paths::add`], [`Paths::remove`]), as
+//! do their interfaces: a path whose interface is deleted has no socket until one of
+//! that name appears again ([`Paths::link_event`], driven by the state model in
+//! [`crate::multipath::state`]). The list is swapped whole ([`ArcSwap`]), so a sender
+//! reads it without taking a lock.
+//!
 //! A send never blocks on another path and holds no shared lock while it runs: the
 //! destinations are copied out of the peer first, and each path socket is sent on in turn
 //! with a non-blocking `sendto` whose failure is counted and logged for that path only.
@@ -9,17 +15,19 @@
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use arc_swap::{ArcSwap, Guard};
+use parking_lot::{Mutex, RwLock};
 
 use crate::io::udp::{self, Datagrams, SocketOptions, UdpError};
 use crate::io::uring::UringTx;
 use crate::multipath::endpoint::{Destinations, DEFAULT_WINDOW};
 use crate::multipath::path::{Interface, PathId, Source};
-use crate::multipath::scheduler;
+use crate::multipath::scheduler::{self, MAX_PATHS};
+use crate::multipath::state::{PathLink, Seen, State};
 use crate::protocol::peer::Peer;
 use crate::protocol::transmit::Transmit;
 
@@ -98,38 +106,99 @@ impl AsRawFd for PathSocket {
     }
 }
 
-/// One path: an interface (or none, for the single unbound socket of stock WireGuard),
-/// its socket, its state and its counters.
+/// One path: an interface, by name (or none, for the single unbound socket of stock
+/// WireGuard), its socket while the interface exists, its state and its counters.
 pub struct Path {
-    /// Position in the path list; what [`Source::path`] refers to.
+    /// The path's id: what [`Source::path`] and the peers' endpoints refer to. Never
+    /// reused by another path of the tunnel.
     pub id: PathId,
-    /// The interface, or None for an unbound socket.
-    pub iface: Option<Interface>,
+    /// The interface name; None for the unbound socket.
+    name: Option<String>,
+    /// The state model (None for the unbound socket, which is always up).
+    link: Mutex<Option<PathLink>>,
     up: AtomicBool,
     gso: AtomicBool,
-    socket: RwLock<Arc<PathSocket>>,
+    /// The interface's MTU as netlink last said (0: unknown).
+    mtu: AtomicU32,
+    socket: RwLock<Option<Arc<PathSocket>>>,
     /// Counters.
     pub stats: PathStats,
 }
 
 impl Path {
-    /// The interface name, or "*" for an unbound socket.
-    pub fn label(&self) -> &str {
-        self.iface.as_ref().map_or("*", |i| i.name.as_str())
+    fn new(id: PathId, name: Option<String>, link: Option<PathLink>, mtu: u32) -> Path {
+        let up = link.as_ref().is_none_or(|l| l.state().is_up());
+        Path {
+            id,
+            name,
+            link: Mutex::new(link),
+            up: AtomicBool::new(up),
+            gso: AtomicBool::new(true),
+            mtu: AtomicU32::new(mtu),
+            socket: RwLock::new(None),
+            stats: PathStats::default(),
+        }
     }
 
-    /// Whether the interface is up (admin up with carrier), as netlink last said.
+    /// The interface name, or "*" for an unbound socket.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or("*")
+    }
+
+    /// The interface name (None for the unbound socket).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Whether the path is up (its interface exists, admin up with carrier), as netlink
+    /// last said.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// The current socket.
-    pub fn socket(&self) -> Arc<PathSocket> {
+    /// The state, and when it last changed (None for the unbound socket, always up).
+    pub fn state(&self) -> (State, Option<Instant>) {
+        match &*self.link.lock() {
+            Some(l) => (l.state(), Some(l.since())),
+            None => (State::Up, None),
+        }
+    }
+
+    /// The index the interface name resolves to now (None: absent, or unbound).
+    pub fn index(&self) -> Option<u32> {
+        self.link.lock().as_ref().and_then(|l| l.index())
+    }
+
+    /// The interface's MTU as netlink last reported it (0: unknown, or unbound).
+    pub fn mtu(&self) -> u32 {
+        self.mtu.load(Ordering::Relaxed)
+    }
+
+    /// False once the kernel refused UDP GSO on this path's socket for good.
+    pub fn gso_enabled(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
+    }
+
+    /// The current socket (None while the interface is absent).
+    pub fn socket(&self) -> Option<Arc<PathSocket>> {
         self.socket.read().clone()
     }
 
+    /// Takes the socket away and marks it closed.
+    fn close_socket(&self) -> bool {
+        match self.socket.write().take() {
+            Some(old) => {
+                old.closed.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn send(&self, dst: SocketAddr, d: &[u8]) -> bool {
-        let sock = self.socket.read().clone();
+        let Some(sock) = self.socket() else {
+            return false;
+        };
         let r = sock.sock.send_to(d, udp::destination(sock.v6, dst));
         self.sent(dst, r.map(|_| ()), d.len(), 1)
     }
@@ -169,7 +238,9 @@ impl Path {
     fn send_datagrams(&self, dst: SocketAddr, d: Datagrams) -> bool {
         let count = d.count();
         if count > 1 && self.gso.load(Ordering::Relaxed) {
-            let sock = self.socket.read().clone();
+            let Some(sock) = self.socket() else {
+                return false;
+            };
             match udp::send_datagrams(&sock.sock, sock.v6, dst, d) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) => {
                     self.gso.store(false, Ordering::Relaxed);
@@ -200,109 +271,212 @@ pub enum ReceiveMode {
     Primary,
 }
 
-/// Every path of a tunnel.
+/// Why a path cannot be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum PathChangeError {
+    /// A path on that interface exists already.
+    #[error("there is already a path on interface {0}")]
+    Exists(String),
+    /// No path on that interface.
+    #[error("there is no path on interface {0}")]
+    NotFound(String),
+    /// The tunnel has as many paths as it can.
+    #[error("a tunnel has at most {MAX_PATHS} paths")]
+    TooMany,
+    /// The socket could not be opened (nothing was changed).
+    #[error(transparent)]
+    Socket(#[from] UdpError),
+}
+
+/// A link event, as netlink reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent<'a> {
+    /// Interface `index`, named `name`, exists (new, or changed).
+    New {
+        /// Index.
+        index: u32,
+        /// Name.
+        name: &'a str,
+        /// Admin up with carrier.
+        up: bool,
+        /// MTU.
+        mtu: u32,
+    },
+    /// Interface `index` was deleted.
+    Del {
+        /// Index.
+        index: u32,
+    },
+}
+
+/// An interface as a dump lists it, for [`Paths::sync`] and [`Paths::add`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Index.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// Admin up with carrier.
+    pub up: bool,
+    /// MTU.
+    pub mtu: u32,
+}
+
+/// How long a socket bound to a port that a closed socket of ours held is retried:
+/// the receive thread lets go of a replaced socket within its idle poll (200 ms), and
+/// the kernel releases a socket an io_uring held a little after the ring is gone.
+const REBIND_PATIENCE: Duration = Duration::from_millis(1500);
+
+/// Every path of a tunnel. Paths come and go ([`Paths::add`], [`Paths::remove`]) and so
+/// do their sockets (as interfaces come and go, [`Paths::link_event`]); the list is
+/// swapped whole, so a sender reads it without a lock.
 pub struct Paths {
-    paths: Vec<Arc<Path>>,
+    list: ArcSwap<Vec<Arc<Path>>>,
+    /// Serialises changes to the list and to the sockets.
+    change: Mutex<()>,
+    /// Bumped whenever the set of sockets changes; the receive thread then rebuilds.
+    generation: AtomicU64,
+    next_id: AtomicUsize,
+    port: AtomicU16,
+    fwmark: AtomicU32,
     /// How long an address seen on a path keeps getting copies.
     pub window: Duration,
     epoch: Instant,
 }
 
-fn options(iface: Option<&Interface>, port: u16, fwmark: u32) -> SocketOptions {
+fn options(name: Option<&str>, port: u16, fwmark: u32) -> SocketOptions {
     SocketOptions {
         port,
-        device: iface.map(|i| i.name.clone()),
+        device: name.map(str::to_string),
         fwmark,
+    }
+}
+
+/// Opens a socket, retrying for [`REBIND_PATIENCE`] while the port is still held (by a
+/// socket of ours that was just closed).
+fn open_patiently(opts: &SocketOptions) -> Result<PathSocket, UdpError> {
+    let deadline = Instant::now() + REBIND_PATIENCE;
+    loop {
+        match PathSocket::open(opts) {
+            Err(UdpError::PortInUse(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
     }
 }
 
 impl Paths {
     /// Opens one socket per interface (or one unbound socket if `ifaces` is empty), all
-    /// on `port` (0: a free port, chosen by the first socket).
+    /// on `port` (0: a free port, chosen by the first socket). The paths start up; the
+    /// daemon then tells them their links' states ([`Paths::sync`]).
     pub fn open(ifaces: &[Interface], port: u16, fwmark: u32) -> Result<Paths, UdpError> {
-        let sockets = Self::open_sockets(ifaces, port, fwmark)?;
-        let list: Vec<Option<Interface>> = if ifaces.is_empty() {
-            vec![None]
+        let now = Instant::now();
+        let paths: Vec<Arc<Path>> = if ifaces.is_empty() {
+            vec![Arc::new(Path::new(0, None, None, 0))]
         } else {
-            ifaces.iter().cloned().map(Some).collect()
-        };
-        let paths = list
-            .into_iter()
-            .zip(sockets)
-            .enumerate()
-            .map(|(id, (iface, sock))| {
-                Arc::new(Path {
-                    id,
-                    iface,
-                    up: AtomicBool::new(true),
-                    gso: AtomicBool::new(true),
-                    socket: RwLock::new(Arc::new(sock)),
-                    stats: PathStats::default(),
+            ifaces
+                .iter()
+                .enumerate()
+                .map(|(id, i)| {
+                    let seen = Some(Seen {
+                        index: i.index,
+                        up: true,
+                    });
+                    let (link, _) = PathLink::new(i.name.clone(), seen, now);
+                    Arc::new(Path::new(id, Some(i.name.clone()), Some(link), 0))
                 })
-            })
-            .collect();
+                .collect()
+        };
+        let mut port = port;
+        for p in &paths {
+            let s = PathSocket::open(&options(p.name(), port, fwmark))?;
+            port = s.port;
+            *p.socket.write() = Some(Arc::new(s));
+        }
         Ok(Paths {
-            paths,
+            next_id: AtomicUsize::new(paths.len()),
+            list: ArcSwap::from_pointee(paths),
+            change: Mutex::new(()),
+            generation: AtomicU64::new(0),
+            port: AtomicU16::new(port),
+            fwmark: AtomicU32::new(fwmark),
             window: DEFAULT_WINDOW,
-            epoch: Instant::now(),
+            epoch: now,
         })
     }
 
-    fn open_sockets(
-        ifaces: &[Interface],
-        port: u16,
-        fwmark: u32,
-    ) -> Result<Vec<PathSocket>, UdpError> {
-        if ifaces.is_empty() {
-            return Ok(vec![PathSocket::open(&options(None, port, fwmark))?]);
-        }
-        let mut out = Vec::with_capacity(ifaces.len());
-        let mut port = port;
-        for i in ifaces {
-            let s = PathSocket::open(&options(Some(i), port, fwmark))?;
-            port = s.port;
-            out.push(s);
-        }
-        Ok(out)
+    /// Every path, in order (a snapshot: a path added or removed meanwhile is not in it,
+    /// or still is).
+    pub fn all(&self) -> Guard<Arc<Vec<Arc<Path>>>> {
+        self.list.load()
     }
 
-    /// Every path.
-    pub fn all(&self) -> &[Arc<Path>] {
-        &self.paths
+    /// The path with id `id`, if the tunnel still has it.
+    pub fn get(&self, id: PathId) -> Option<Arc<Path>> {
+        self.list.load().iter().find(|p| p.id == id).cloned()
+    }
+
+    /// Changes whenever a socket is opened, replaced or closed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The listen port.
     pub fn port(&self) -> u16 {
-        self.paths[0].socket().port
+        self.port.load(Ordering::Relaxed)
     }
 
-    /// Opens new sockets on `port` for every path and swaps them in, all or none. The old
-    /// sockets are marked closed; the receive loop then takes the new ones.
+    fn opts(&self, name: Option<&str>) -> SocketOptions {
+        options(
+            name,
+            self.port.load(Ordering::Relaxed),
+            self.fwmark.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Opens new sockets on `port` for every path that has one and swaps them in, all or
+    /// none. The old sockets are marked closed; the receive loop then takes the new ones.
+    /// Paths without a socket (absent interfaces) get the new port when they rejoin.
     pub fn rebind(&self, port: u16, fwmark: u32) -> Result<(), UdpError> {
-        let ifaces: Vec<Interface> = self.paths.iter().filter_map(|p| p.iface.clone()).collect();
-        let sockets = Self::open_sockets(&ifaces, port, fwmark)?;
-        for (path, sock) in self.paths.iter().zip(sockets) {
-            let old = std::mem::replace(&mut *path.socket.write(), Arc::new(sock));
-            old.closed.store(true, Ordering::Relaxed);
+        let _g = self.change.lock();
+        let list = self.list.load_full();
+        let mut port = port;
+        let mut fresh = Vec::new();
+        for p in list.iter().filter(|p| p.socket.read().is_some()) {
+            let s = PathSocket::open(&options(p.name(), port, fwmark))?;
+            port = s.port;
+            fresh.push((p, s));
         }
+        if fresh.is_empty() && port == 0 {
+            // No socket to pick a port: pick one now, so the port is known.
+            port = PathSocket::open(&options(None, 0, fwmark))?.port;
+        }
+        for (p, s) in fresh {
+            if let Some(old) = p.socket.write().replace(Arc::new(s)) {
+                old.closed.store(true, Ordering::Relaxed);
+            }
+        }
+        self.port.store(port, Ordering::Relaxed);
+        self.fwmark.store(fwmark, Ordering::Relaxed);
+        self.changed();
         Ok(())
     }
 
-    /// Sets SO_MARK on every path socket.
+    /// Sets SO_MARK on every path socket, and on those opened later.
     pub fn set_fwmark(&self, mark: u32) -> io::Result<()> {
-        for p in &self.paths {
-            udp::set_fwmark(&p.socket().sock, mark)?;
+        let _g = self.change.lock();
+        for p in self.list.load().iter() {
+            if let Some(s) = p.socket() {
+                udp::set_fwmark(&s.sock, mark)?;
+            }
         }
+        self.fwmark.store(mark, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Marks the path on interface `index` up or down; returns it if that changed.
-    pub fn set_link_state(&self, index: u32, up: bool) -> Option<Arc<Path>> {
-        let p = self
-            .paths
-            .iter()
-            .find(|p| p.iface.as_ref().is_some_and(|i| i.index == index))?;
-        (p.up.swap(up, Ordering::Relaxed) != up).then(|| p.clone())
     }
 
     /// Counts a receive call on `path` that returned `count` datagrams, `len` bytes.
@@ -321,20 +495,25 @@ impl Paths {
         let n = path.stats.last_rx_nanos.load(Ordering::Relaxed);
         (n > 0).then(|| self.epoch.elapsed().saturating_sub(Duration::from_nanos(n)))
     }
-
-    /// The paths a packet goes out on now, as the scheduler decides from their states.
-    fn live(&self) -> impl Iterator<Item = &Arc<Path>> {
-        let set = scheduler::duplicate(self.paths.iter().map(|p| p.is_up()));
-        self.paths.iter().filter(move |p| set.contains(p.id))
-    }
 }
 
 impl Paths {
-    /// Calls `f` for every live path and every address the peer gets copies at on it.
-    /// The peer's endpoint lock is held only to copy the addresses out, never during `f`.
-    fn each_destination(&self, peer: &Peer, mut f: impl FnMut(&Arc<Path>, SocketAddr)) {
+    /// Calls `f` for every path of `list` that a packet goes out on now, as the scheduler
+    /// decides from their states, and every address the peer gets copies at on it. The
+    /// scheduler sees the paths by position in `list`. The peer's endpoint lock is held
+    /// only to copy the addresses out, never during `f`.
+    fn each_destination(
+        &self,
+        list: &[Arc<Path>],
+        peer: &Peer,
+        mut f: impl FnMut(&Arc<Path>, SocketAddr),
+    ) {
         let now = Instant::now();
-        for path in self.live() {
+        let set = scheduler::duplicate(list.iter().map(|p| p.is_up()));
+        for (i, path) in list.iter().enumerate() {
+            if !set.contains(i) {
+                continue;
+            }
             let dests: Destinations = peer
                 .endpoints
                 .lock()
@@ -366,7 +545,8 @@ impl Paths {
     /// destination (the syscall datapath's [`Paths::send_datagrams_via`]).
     fn send_datagrams_plain(&self, peer: &Peer, d: Datagrams) -> bool {
         let mut ok = false;
-        self.each_destination(peer, |path, dst| {
+        let list = self.list.load();
+        self.each_destination(&list, peer, |path, dst| {
             ok |= path.send_datagrams(dst, d);
         });
         ok
@@ -377,20 +557,20 @@ impl Paths {
     pub fn send_datagrams_via(&self, ring: &mut UringTx, peer: &Peer, d: Datagrams) -> bool {
         let count = d.count();
         let mut ok = false;
+        let list = self.list.load();
         let mut batch = ring.batch();
-        self.each_destination(peer, |path, dst| {
+        self.each_destination(&list, peer, |path, dst| {
             if count > 1 && !path.gso.load(Ordering::Relaxed) {
                 ok |= path.send_datagrams(dst, d);
-            } else {
-                // Tagged with the path's id, its index in `self.paths`. The batch holds the
-                // socket (an `Arc` clone) until the send completed, so a rebind meanwhile
-                // cannot close it under the kernel.
-                let sock = path.socket.read();
-                batch.push(&sock, sock.v6, dst, path.id);
+            } else if let Some(sock) = &*path.socket.read() {
+                // Tagged with the path's id. The batch holds the socket (an `Arc` clone)
+                // until the send completed, so a rebind meanwhile cannot close it under
+                // the kernel.
+                batch.push(sock, sock.v6, dst, path.id);
             }
         });
         for (id, dst, r) in batch.send_datagrams(d) {
-            let Some(path) = self.paths.get(id) else {
+            let Some(path) = list.iter().find(|p| p.id == id) else {
                 continue;
             };
             ok |= match r {
@@ -433,174 +613,13 @@ impl Transmit for Paths {
     }
 
     fn send_to(&self, dst: Source, d: &[u8]) -> bool {
-        match self.paths.get(dst.path) {
+        match self.list.load().iter().find(|p| p.id == dst.path) {
             Some(p) => p.send(dst.addr, d),
             None => false,
         }
     }
 }
 
+mod membership;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::io::uring::alloc_count::allocations_in;
-    use crate::protocol::key::Key;
-
-    fn receiver() -> UdpSocket {
-        let r = UdpSocket::bind("127.0.0.1:0").unwrap();
-        // Room for every datagram a test sends before reading them.
-        udp::set_buffers(&r, SOCKET_BUFFER);
-        r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        r
-    }
-
-    /// Takes `sizes.len()` datagrams from `r`, checking their sizes.
-    fn expect_datagrams(r: &UdpSocket, sizes: &[usize]) {
-        let mut b = [0u8; 2048];
-        for &len in sizes {
-            assert_eq!(r.recv(&mut b).unwrap(), len);
-        }
-    }
-
-    /// One unbound path, a receiver the peer's endpoint points at, and a TX ring.
-    fn uring_sender() -> (Paths, UdpSocket, Peer, UringTx) {
-        let paths = Paths::open(&[], 0, 0).unwrap();
-        let r = receiver();
-        let peer = Peer::new(Key([7; 32]), None);
-        peer.endpoints
-            .lock()
-            .set_configured(r.local_addr().unwrap());
-        (paths, r, peer, UringTx::new(8).unwrap())
-    }
-
-    #[test]
-    fn send_segments_via_steady_state_allocates_nothing() {
-        let (paths, r, peer, mut ring) = uring_sender();
-        let buf = vec![0x5a; 340];
-
-        // GSO batch and single datagram, once each to size the scratch storage.
-        assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
-        expect_datagrams(&r, &[100, 100, 100, 40]);
-        assert!(paths.send_segments_via(&mut ring, &peer, &buf[..60], 60));
-        expect_datagrams(&r, &[60]);
-
-        let (allocs, ok) = allocations_in(|| {
-            (0..50).all(|_| {
-                paths.send_segments_via(&mut ring, &peer, &buf, 100)
-                    & paths.send_segments_via(&mut ring, &peer, &buf[..60], 60)
-            })
-        });
-        assert_eq!(allocs, 0, "allocations in 100 sends");
-        assert!(ok);
-        for _ in 0..50 {
-            expect_datagrams(&r, &[100, 100, 100, 40, 60]);
-        }
-        let st = &paths.all()[0].stats;
-        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 102);
-        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 51 * 5);
-        assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 51 * 400);
-        assert_eq!(st.send_errors.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn datagrams_in_their_own_buffers_go_out_gathered_through_either_datapath() {
-        let (paths, r, peer, mut ring) = uring_sender();
-        let bufs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 200]).collect();
-        let parts: Vec<&[u8]> = vec![
-            &bufs[0][..100],
-            &bufs[1][..100],
-            &bufs[2][..100],
-            &bufs[3][..40],
-        ];
-        let check = |r: &UdpSocket| {
-            let mut b = [0u8; 2048];
-            for (i, len) in [100usize, 100, 100, 40].into_iter().enumerate() {
-                let n = r.recv(&mut b).unwrap();
-                assert_eq!(n, len);
-                assert!(b[..n].iter().all(|&x| x == i as u8));
-            }
-        };
-        // io_uring: one GSO send, sized once, then allocation-free.
-        assert!(paths.send_datagrams_via(&mut ring, &peer, Datagrams::Each(&parts)));
-        check(&r);
-        let (allocs, ok) = allocations_in(|| {
-            (0..20).all(|_| paths.send_datagrams_via(&mut ring, &peer, Datagrams::Each(&parts)))
-        });
-        assert_eq!(allocs, 0, "allocations in 20 gathered sends");
-        assert!(ok);
-        for _ in 0..20 {
-            check(&r);
-        }
-        // Plain system calls (the Transmit implementation of Paths).
-        assert!(paths.send_each_to_peer(&peer, &parts));
-        check(&r);
-        let st = &paths.all()[0].stats;
-        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 22);
-        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 22 * 4);
-        assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 22 * 340);
-    }
-
-    #[test]
-    fn send_segments_via_follows_a_rebind_and_lets_the_old_socket_go() {
-        let (paths, r, peer, mut ring) = uring_sender();
-        let old = paths.all()[0].socket();
-        assert!(paths.send_segments_via(&mut ring, &peer, b"one", 3));
-        let mut b = [0u8; 64];
-        let (_, from) = r.recv_from(&mut b).unwrap();
-        assert_eq!(from.port(), old.port);
-        // The ring keeps no reference to the socket between sends.
-        assert_eq!(Arc::strong_count(&old), 2);
-
-        paths.rebind(0, 0).unwrap();
-        assert!(old.closed.load(Ordering::Relaxed));
-        let new = paths.all()[0].socket();
-        assert_ne!(new.port, old.port);
-        assert!(paths.send_segments_via(&mut ring, &peer, b"two", 3));
-        let (n, from) = r.recv_from(&mut b).unwrap();
-        assert_eq!(&b[..n], b"two");
-        assert_eq!(from.port(), new.port);
-        assert_eq!(Arc::strong_count(&old), 1);
-    }
-
-    #[test]
-    fn send_segments_via_fails_one_destination_alone_and_falls_back_from_gso() {
-        let paths = Paths::open(&[], 0, 0).unwrap();
-        let path = &paths.all()[0];
-        let st = &path.stats;
-        let r = receiver();
-        let peer = Peer::new(Key([7; 32]), None);
-        // Two destinations on the one path: port 0 is refused (EINVAL), the other works.
-        let bad: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let now = Instant::now();
-        peer.endpoints.lock().record(path.id, bad, now);
-        peer.endpoints
-            .lock()
-            .record(path.id, r.local_addr().unwrap(), now);
-        let mut ring = UringTx::new(8).unwrap();
-
-        assert!(paths.send_segments_via(&mut ring, &peer, b"kept", 4));
-        expect_datagrams(&r, &[4]);
-        assert_eq!(st.send_errors.load(Ordering::Relaxed), 1);
-        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 2);
-        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 1);
-        assert!(path.gso.load(Ordering::Relaxed));
-
-        // EINVAL on a GSO send switches GSO off for the path; that destination is retried one
-        // datagram per call (failing 4 times), the other went out as one GSO send.
-        let buf = vec![1u8; 340];
-        assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
-        expect_datagrams(&r, &[100, 100, 100, 40]);
-        assert!(!path.gso.load(Ordering::Relaxed));
-        assert_eq!(st.send_errors.load(Ordering::Relaxed), 1 + 4);
-        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 2 + 4 + 1);
-        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 1 + 4);
-
-        // From now on both destinations get one send per datagram, outside the ring.
-        assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
-        expect_datagrams(&r, &[100, 100, 100, 40]);
-        assert_eq!(st.send_errors.load(Ordering::Relaxed), 5 + 4);
-        assert_eq!(st.tx_calls.load(Ordering::Relaxed), 7 + 8);
-        assert_eq!(st.tx_packets.load(Ordering::Relaxed), 5 + 4);
-        assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 4 + 340 + 340);
-    }
-}
+mod tests;

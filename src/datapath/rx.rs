@@ -8,7 +8,6 @@
 //! batches back in receive order ([`crate::datapath::queueing`]). Packets of one flow
 //! reach the TUN in the order they arrived, coalesced per flow.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,7 +26,8 @@ use crate::protocol::device::Device;
 use crate::protocol::noise::messages::{classify, Kind};
 
 /// How long the receive loop sleeps in poll(2) when nothing arrives; it also bounds how
-/// soon a replaced socket (listen port change) is noticed.
+/// soon a new or replaced socket (a path added, an interface back, a port change) is
+/// read.
 const RX_IDLE: Duration = Duration::from_millis(200);
 
 /// Receives on every path socket in ONE thread, and opens and writes what arrives, or
@@ -81,30 +81,48 @@ pub fn rx_worker(
     })
 }
 
-/// The receive thread's loop over every path socket's ring (or socket).
+/// The receive thread's loop over every path socket's ring (or socket). When the paths'
+/// sockets change ([`Paths::generation`]: a path added or removed, an interface gone or
+/// back, a port change) it rebuilds its set, keeping the rings of the sockets that stay,
+/// so the other paths lose nothing.
 fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool) {
+    // The rings of the sockets read so far (the ring first: it goes before its socket).
+    let mut kept: Vec<(UringRx, Arc<PathSocket>)> = Vec::new();
+    let mut uring = io == Io::Uring;
     loop {
+        let generation = paths.generation();
         let set: Vec<(Arc<Path>, Arc<PathSocket>)> = paths
             .all()
             .iter()
-            .filter(|p| !primary_only || p.id == 0)
-            .map(|p| (p.clone(), p.socket()))
+            .take(if primary_only { 1 } else { usize::MAX })
+            .filter_map(|p| Some((p.clone(), p.socket()?)))
             .collect();
-        let replaced = || set.iter().any(|(_, s)| s.closed.load(Ordering::Relaxed));
-        let rings = match io {
-            Io::Uring => set
-                .iter()
-                .map(|(_, s)| UringRx::new(s.raw_fd(), RX_RING_BUFFERS))
-                .collect::<io::Result<Vec<UringRx>>>()
-                .map_err(|e| {
-                    tracing::error!("cannot set up the RX io_uring ({e}): using plain system calls")
-                })
-                .ok(),
-            Io::Syscalls => None,
-        };
-        if let Some(mut rings) = rings {
+        let changed = || paths.generation() != generation;
+        if uring {
+            let mut rings = Vec::with_capacity(set.len());
+            let mut failed = None;
+            for (_, s) in &set {
+                let ring = match kept.iter().position(|(_, k)| Arc::ptr_eq(k, s)) {
+                    Some(i) => Ok(kept.swap_remove(i).0),
+                    None => UringRx::new(s.raw_fd(), RX_RING_BUFFERS),
+                };
+                match ring {
+                    Ok(r) => rings.push(r),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            // The rings of sockets no longer read.
+            kept.clear();
+            if let Some(e) = failed {
+                tracing::error!("cannot set up the RX io_uring ({e}): using plain system calls");
+                uring = false;
+                continue;
+            }
             let mut fds = PollSet::readable(rings.iter().map(UringRx::ring_fd));
-            while !replaced() {
+            while !changed() {
                 let mut handled = 0;
                 for (ring, (path, _)) in rings.iter_mut().zip(&set) {
                     let r = ring.recv(Duration::ZERO, &mut |from, payload, segment| {
@@ -120,11 +138,15 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool) {
                     fds.wait(RX_IDLE);
                 }
             }
+            kept = rings
+                .into_iter()
+                .zip(set.into_iter().map(|(_, s)| s))
+                .collect();
             continue;
         }
         let mut fds = PollSet::readable(set.iter().map(|(_, s)| s.raw_fd()));
         let mut buf = vec![0u8; MAX_PACKET + 1];
-        while !replaced() {
+        while !changed() {
             let mut handled = 0;
             for (path, sock) in &set {
                 match sock.try_recv_segments(&mut buf) {
