@@ -77,6 +77,20 @@ pub enum DaemonError {
     /// A path argument.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// A `[Path]` of the config file names no interface that exists.
+    #[error(
+        "{}:{line}: no interface named {interface:?} (`mpwg interfaces` lists them; \
+         `mpwg path add` adds a path whose interface comes later)",
+        file.display()
+    )]
+    ConfigPath {
+        /// The config file.
+        file: PathBuf,
+        /// The line of its `Interface =`.
+        line: usize,
+        /// The interface.
+        interface: String,
+    },
     /// Interfaces could not be listed.
     #[error("cannot list interfaces through netlink: {0}")]
     Netlink(io::Error),
@@ -498,6 +512,30 @@ impl UapiHandler for Arc<Tunnel> {
     }
 }
 
+/// The interfaces of the config file's `[Path]` sections: each must exist at start (a
+/// typo must not bring up a tunnel with no uplink; `mpwg path add` takes one that comes
+/// later). The parser already refused an interface named twice.
+fn resolve_config_paths(
+    file: &std::path::Path,
+    paths: &[config::ConfigPath],
+    interfaces: &[Interface],
+) -> Result<Vec<Interface>, DaemonError> {
+    paths
+        .iter()
+        .map(|p| {
+            interfaces
+                .iter()
+                .find(|i| i.name == p.interface)
+                .cloned()
+                .ok_or_else(|| DaemonError::ConfigPath {
+                    file: file.to_path_buf(),
+                    line: p.line,
+                    interface: p.interface.clone(),
+                })
+        })
+        .collect()
+}
+
 /// Waits until a signal, netlink or a queue says to stop, checking every
 /// [`WATCH_INTERVAL`] that the device and the UAPI socket file are still there.
 fn wait_for_stop(stop: &mpsc::Receiver<Stop>, tunnel: &Tunnel, uapi: &UapiServer) -> Stop {
@@ -523,8 +561,10 @@ fn wait_for_stop(stop: &mpsc::Receiver<Stop>, tunnel: &Tunnel, uapi: &UapiServer
 pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
     crate::io::tun::check_name(&opts.name)?;
     let mut initial = SetRequest::default();
+    let mut config_paths = Vec::new();
     if let Some(path) = &opts.config {
         let parsed = config::load(path)?;
+        config_paths = parsed.paths.clone();
         for nh in &parsed.not_handled {
             tracing::warn!(
                 "{}:{}: {} is a wg-quick setting, not handled by mpwg",
@@ -546,7 +586,20 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
             index: i.link.index,
         })
         .collect();
-    let ifaces = crate::multipath::path::resolve(&opts.paths, &names)?;
+    let ifaces = match &opts.config {
+        Some(file) if opts.paths.is_empty() && !config_paths.is_empty() => {
+            resolve_config_paths(file, &config_paths, &names)?
+        }
+        file => {
+            if let (Some(file), false) = (file, config_paths.is_empty()) {
+                tracing::info!(
+                    "paths given on the command line: the [Path] sections of {} are not used",
+                    file.display()
+                );
+            }
+            crate::multipath::path::resolve(&opts.paths, &names)?
+        }
+    };
     if !has_net_admin() {
         return Err(DaemonError::NotPermitted(opts.name.clone()));
     }

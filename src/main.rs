@@ -141,6 +141,13 @@ enum Command {
         /// Output directory.
         dir: PathBuf,
     },
+    /// Prints a configuration file without mpwg's keys ([Path] sections, Mode) and
+    /// wg-quick's (Address, DNS, ...): what `wg setconf` and `wg syncconf` read, as in
+    /// `wg syncconf NAME <(mpwg strip FILE)`.
+    Strip {
+        /// The configuration file (checked as `mpwg up --config` would).
+        file: PathBuf,
+    },
     /// Adds or removes a path of a running mpwg device, with no new handshake and no
     /// loss on the other paths. Prints nothing on success.
     Path {
@@ -306,6 +313,19 @@ fn main() -> ExitCode {
         },
         Command::Show { name, json } => {
             ask(&name, &if json { Request::Status } else { Request::Show })
+        }
+        Command::Strip { file } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
+            };
+            match mpwg::control::config::parse(&text, &file) {
+                Ok(_) => {
+                    print!("{}", mpwg::control::config::strip(&text));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
         }
         Command::Path { action } => match action {
             PathAction::Add { name, iface } => ask(&name, &Request::PathAdd { iface }),

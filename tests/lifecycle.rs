@@ -968,3 +968,88 @@ fn path_commands_print_nothing_or_name_what_is_wrong() {
     assert_eq!(wg(&ns, &["show", &dev, "listen-port"]).trim(), port);
     d.stop();
 }
+
+/// Paths and the mode in the configuration file (`[Path]` sections, `Mode =`): `mpwg up
+/// --config` takes the paths in order; `--path` on the command line replaces them; a mode
+/// other than duplicate, or a path whose interface does not exist at start, is an error
+/// naming the file and line, and leaves nothing behind. `mpwg strip` gives what `wg(8)`
+/// reads: `wg syncconf` takes it, where `wg setconf` refuses the file with mpwg's keys.
+#[test]
+fn config_file_paths_and_mode() {
+    let Some(_lab) = lab("config_file_paths_and_mode") else {
+        return;
+    };
+    let ns = Netns::new();
+    let other = Netns::new();
+    veth(&ns, "e1", "10.88.1.1/24", &other, "f1", "10.88.1.2/24");
+    veth(&ns, "e2", "10.88.2.1/24", &other, "f2", "10.88.2.2/24");
+    let dir = TempDir::new();
+    let key = genkey();
+    let conf = |mode: &str, second: &str| {
+        format!(
+            "[Interface]\nPrivateKey = {key}\nListenPort = 51890\nMode = {mode}\n\n\
+             [Path]\nInterface = e2\n\n[Path]  # the other uplink\nInterface = {second}\n"
+        )
+    };
+    let file = dir.secret_file("mp.conf", &conf("duplicate", "e1"));
+    let file_s = file.to_str().unwrap();
+    let dev = unique_dev();
+
+    let d = Daemon::mpwg(&ns, &dev, &["--config", file_s]);
+    let show = mpwg_show(&dev);
+    let ifaces: Vec<&str> = show.paths.iter().map(|p| p.iface.as_str()).collect();
+    assert_eq!(ifaces, ["e2", "e1"], "{}", show.text);
+    assert!(show.header.contains("mode: duplicate"), "{}", show.header);
+    assert_eq!(wg(&ns, &["show", &dev, "listen-port"]).trim(), "51890");
+
+    // wg(8) does not know mpwg's keys; `mpwg strip` leaves them out.
+    let refused = wg_output(&ns, &["setconf", &dev, file_s]);
+    assert!(!refused.status.success(), "wg setconf took [Path] sections");
+    let stripped = check(std::process::Command::new(MPWG).args(["strip", file_s]));
+    assert!(
+        !stripped.contains("[Path]") && !stripped.contains("Mode") && stripped.contains(&key),
+        "mpwg strip:\n{stripped}"
+    );
+    let plain = dir.secret_file("plain.conf", &stripped);
+    wg(&ns, &["syncconf", &dev, plain.to_str().unwrap()]);
+    assert_eq!(
+        mpwg_show(&dev).paths.len(),
+        2,
+        "syncconf left the paths alone"
+    );
+    d.stop();
+
+    // --path replaces the file's paths.
+    let d = Daemon::mpwg(&ns, &dev, &["--config", file_s, "--path", "e1"]);
+    let show = mpwg_show(&dev);
+    let ifaces: Vec<&str> = show.paths.iter().map(|p| p.iface.as_str()).collect();
+    assert_eq!(ifaces, ["e1"], "{}", show.text);
+    d.stop();
+
+    for (text, line, words) in [
+        (
+            conf("failover", "e1"),
+            4,
+            "bad Mode: \"failover\" is not a mode this mpwg has: only duplicate",
+        ),
+        (conf("duplicate", "eth9"), 10, "no interface named \"eth9\""),
+        (
+            conf("duplicate", "e2"),
+            10,
+            "interface e2 already has a [Path] (line 7)",
+        ),
+    ] {
+        std::fs::write(&file, &text).unwrap();
+        let args = ["up", dev.as_str(), "--config", file_s];
+        let what = format!("mpwg up with\n{text}");
+        let (status, output) = mpwg_must_fail(&ns, &[], MPWG, &args);
+        let mut all = expect::bad_config_line(file_s, line);
+        all.push(words.to_string());
+        assert_user_error(&what, status, &output, &all, &[]);
+        for sock in [uapi_socket(&dev), control_socket(&dev)] {
+            assert!(!sock.exists(), "{what}: {} left behind", sock.display());
+        }
+        let link = ns.exec(&["ip", "link", "show", "dev", &dev]);
+        assert!(!link.status.success(), "{what}: device left behind");
+    }
+}

@@ -18,6 +18,17 @@
 //! Keys and section names are case-insensitive and `#` starts a comment. The keys only
 //! wg-quick acts on (`Address`, `DNS`, `MTU`, ...) are accepted and listed in
 //! [`ParsedConfig::not_handled`], so the daemon can say it ignores them.
+//!
+//! mpwg's own keys, which `wg(8)` does not know (so they never reach `wg setconf`:
+//! [`strip`] gives the file without them, for `wg syncconf NAME <(mpwg strip FILE)`):
+//!
+//! ```text
+//! [Interface]
+//! Mode = duplicate        # the scheduling mode; only duplicate for now
+//!
+//! [Path]                  # one per uplink, in order, as --path IFACE
+//! Interface = eth1
+//! ```
 
 use std::collections::HashMap;
 use std::io;
@@ -41,6 +52,9 @@ const WG_QUICK_KEYS: [&str; 9] = [
     "SaveConfig",
 ];
 
+/// The scheduling modes a `Mode =` line may name today.
+pub const MODES: [&str; 1] = ["duplicate"];
+
 /// A configuration file, read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedConfig {
@@ -49,6 +63,19 @@ pub struct ParsedConfig {
     pub request: SetRequest,
     /// wg-quick settings present in the file, which mpwg does not act on.
     pub not_handled: Vec<NotHandled>,
+    /// The `[Path]` sections, in order.
+    pub paths: Vec<ConfigPath>,
+    /// `Mode =` of `[Interface]`, spelled as in [`MODES`].
+    pub mode: Option<&'static str>,
+}
+
+/// A `[Path]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPath {
+    /// Its `Interface =`.
+    pub interface: String,
+    /// The 1-based line of that key.
+    pub line: usize,
 }
 
 /// A wg-quick-only setting found in a configuration file.
@@ -83,7 +110,7 @@ pub enum ConfigError {
         message: &'static str,
     },
     /// A section other than `[Interface]` and `[Peer]`.
-    #[error("{}:{line}: unknown section [{section}]; mpwg knows [Interface] and [Peer]", file.display())]
+    #[error("{}:{line}: unknown section [{section}]; mpwg knows [Interface], [Peer] and [Path]", file.display())]
     UnknownSection {
         /// The file.
         file: PathBuf,
@@ -126,6 +153,30 @@ pub enum ConfigError {
         /// Why the value is refused.
         reason: String,
     },
+    /// A `[Path]` section without an `Interface`.
+    #[error("{}:{line}: this [Path] has no Interface (as in `Interface = eth1`)", file.display())]
+    MissingInterface {
+        /// The file.
+        file: PathBuf,
+        /// The line of the `[Path]` header.
+        line: usize,
+    },
+    /// Two `[Path]` sections with the same interface.
+    #[error(
+        "{}:{line}: interface {interface} already has a [Path] (line {first_line}): each \
+         path needs its own interface",
+        file.display()
+    )]
+    DuplicatePath {
+        /// The file.
+        file: PathBuf,
+        /// The line of the second `Interface`.
+        line: usize,
+        /// The interface.
+        interface: String,
+        /// The line of the first.
+        first_line: usize,
+    },
     /// A `[Peer]` section without a `PublicKey`.
     #[error("{}:{line}: this [Peer] has no PublicKey", file.display())]
     MissingPublicKey {
@@ -150,6 +201,44 @@ pub enum ConfigError {
     },
 }
 
+/// The text of a configuration file without what `wg(8)` does not know: mpwg's keys
+/// (`[Path]` sections, `Mode`) and wg-quick's (`Address`, `DNS`, ... of `[Interface]`),
+/// as `wg-quick strip` does for its own. What is left is for `wg setconf` and
+/// `wg syncconf`. The text is not checked: [`parse`] does that.
+pub fn strip(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_interface = false;
+    let mut in_path = false;
+    for raw in text.lines() {
+        let content = raw.split_once('#').map_or(raw, |(b, _)| b).trim();
+        if let Some(name) = content.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            let name = name.trim();
+            in_interface = name.eq_ignore_ascii_case("Interface");
+            in_path = name.eq_ignore_ascii_case("Path");
+            if in_path {
+                continue;
+            }
+        } else if in_path {
+            continue;
+        } else if in_interface {
+            let key: String = content
+                .split_once('=')
+                .map_or("", |(k, _)| k)
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            let mpwg_or_wg_quick = key.eq_ignore_ascii_case("Mode")
+                || WG_QUICK_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k));
+            if mpwg_or_wg_quick {
+                continue;
+            }
+        }
+        out.push_str(raw);
+        out.push('\n');
+    }
+    out
+}
+
 /// Reads and parses a configuration file.
 pub fn load(file: &Path) -> Result<ParsedConfig, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
@@ -166,6 +255,11 @@ enum Section {
     Interface,
     /// A `[Peer]`, with its header's line number.
     Peer(PeerDraft),
+    /// A `[Path]`: its header's line, and its interface once read.
+    Path {
+        header_line: usize,
+        interface: Option<(String, usize)>,
+    },
 }
 
 /// A `[Peer]` being read.
@@ -268,6 +362,8 @@ pub fn parse(text: &str, file: &Path) -> Result<ParsedConfig, ConfigError> {
         ..SetRequest::default()
     };
     let mut not_handled = Vec::new();
+    let mut paths: Vec<ConfigPath> = Vec::new();
+    let mut mode = None;
     let mut section = Section::None;
     // Public key -> line of its [Peer] header.
     let mut seen: HashMap<Key, usize> = HashMap::new();
@@ -298,6 +394,11 @@ pub fn parse(text: &str, file: &Path) -> Result<ParsedConfig, ConfigError> {
                     public_key: None,
                     update: PeerUpdate::new(Key::default()),
                 })
+            } else if name.eq_ignore_ascii_case("Path") {
+                Section::Path {
+                    header_line: line,
+                    interface: None,
+                }
             } else {
                 return Err(ConfigError::UnknownSection {
                     file: path(),
@@ -305,7 +406,12 @@ pub fn parse(text: &str, file: &Path) -> Result<ParsedConfig, ConfigError> {
                     section: name.to_string(),
                 });
             };
-            finish_peer(std::mem::replace(&mut section, next), &mut request, file)?;
+            finish_section(
+                std::mem::replace(&mut section, next),
+                &mut request,
+                &mut paths,
+                file,
+            )?;
             continue;
         }
 
@@ -345,6 +451,8 @@ pub fn parse(text: &str, file: &Path) -> Result<ParsedConfig, ConfigError> {
                         Some(parse_port(value).map_err(|r| bad("ListenPort", r))?);
                 } else if is("FwMark") {
                     request.fwmark = Some(parse_fwmark(value).map_err(|r| bad("FwMark", r))?);
+                } else if is("Mode") {
+                    mode = Some(parse_mode(value).map_err(|r| bad("Mode", r))?);
                 } else if let Some(name) = WG_QUICK_KEYS.iter().find(|k| is(k)) {
                     not_handled.push(NotHandled {
                         line,
@@ -355,6 +463,37 @@ pub fn parse(text: &str, file: &Path) -> Result<ParsedConfig, ConfigError> {
                         file: path(),
                         line,
                         section: "Interface",
+                        key,
+                    });
+                }
+            }
+            Section::Path { interface, .. } => {
+                if is("Interface") {
+                    if let Some((_, first)) = interface {
+                        return Err(bad(
+                            "Interface",
+                            format!(
+                                "this [Path] already has an Interface (line {first}); \
+                                 start a new [Path] section for another path"
+                            ),
+                        ));
+                    }
+                    crate::io::tun::check_name(value)
+                        .map_err(|e| bad("Interface", e.to_string()))?;
+                    if let Some(first) = paths.iter().find(|p| p.interface == value) {
+                        return Err(ConfigError::DuplicatePath {
+                            file: path(),
+                            line,
+                            interface: value.to_string(),
+                            first_line: first.line,
+                        });
+                    }
+                    *interface = Some((value.to_string(), line));
+                } else {
+                    return Err(ConfigError::UnknownKey {
+                        file: path(),
+                        line,
+                        section: "Path",
                         key,
                     });
                 }
@@ -404,17 +543,48 @@ pub fn parse(text: &str, file: &Path) -> Result<ParsedConfig, ConfigError> {
             }
         }
     }
-    finish_peer(section, &mut request, file)?;
+    finish_section(section, &mut request, &mut paths, file)?;
     Ok(ParsedConfig {
         request,
         not_handled,
+        paths,
+        mode,
     })
 }
 
-/// Adds the peer being read, if `section` is one, to `request`.
-fn finish_peer(section: Section, request: &mut SetRequest, file: &Path) -> Result<(), ConfigError> {
-    let Section::Peer(draft) = section else {
-        return Ok(());
+fn parse_mode(v: &str) -> ValueResult<&'static str> {
+    if let Some(m) = MODES.iter().find(|m| v.eq_ignore_ascii_case(m)) {
+        return Ok(m);
+    }
+    Err(format!(
+        "{v:?} is not a mode this mpwg has: only duplicate (every packet on every path \
+         that is up); failover, aggregate and adaptive are planned"
+    ))
+}
+
+/// Adds the peer or path being read, if `section` is one, to `request` or `paths`.
+fn finish_section(
+    section: Section,
+    request: &mut SetRequest,
+    paths: &mut Vec<ConfigPath>,
+    file: &Path,
+) -> Result<(), ConfigError> {
+    let draft = match section {
+        Section::Peer(draft) => draft,
+        Section::Path {
+            header_line,
+            interface,
+        } => {
+            let Some((interface, line)) = interface else {
+                return Err(ConfigError::MissingInterface {
+                    file: file.to_path_buf(),
+                    line: header_line,
+                });
+            };
+            paths.push(ConfigPath { interface, line });
+            return Ok(());
+        }
+        Section::None | Section::Interface => return Ok(()),
     };
     let Some((public_key, _)) = draft.public_key else {
         return Err(ConfigError::MissingPublicKey {
@@ -580,7 +750,7 @@ mod tests {
     fn structural_errors() {
         assert_eq!(
             e("[Interface]\n[Wat]\n"),
-            "wg0.conf:2: unknown section [Wat]; mpwg knows [Interface] and [Peer]"
+            "wg0.conf:2: unknown section [Wat]; mpwg knows [Interface], [Peer] and [Path]"
         );
         assert_eq!(
             e("\n[Interface]\nFoo = 1\n"),
@@ -638,6 +808,93 @@ mod tests {
             );
             assert!(!msg.contains(secret), "{msg}");
         }
+    }
+
+    #[test]
+    fn paths_and_mode_are_mpwg_keys() {
+        let cfg = p(
+            "[Interface]\nmode = Duplicate\n\n[Path]\nInterface = eth1\n\
+                     [path]  # the second uplink\ninterface=wwan0\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.mode, Some("duplicate"));
+        assert_eq!(
+            cfg.paths,
+            vec![
+                ConfigPath {
+                    interface: "eth1".into(),
+                    line: 5
+                },
+                ConfigPath {
+                    interface: "wwan0".into(),
+                    line: 7
+                }
+            ]
+        );
+        assert_eq!(cfg.request.peers, vec![]);
+        let none = p("[Interface]\nListenPort = 1\n").unwrap();
+        assert_eq!((none.mode, none.paths.len()), (None, 0));
+    }
+
+    #[test]
+    fn path_and_mode_errors_name_the_line() {
+        assert_eq!(
+            e("[Interface]\nMode = failover\n"),
+            "wg0.conf:2: bad Mode: \"failover\" is not a mode this mpwg has: only duplicate \
+             (every packet on every path that is up); failover, aggregate and adaptive are \
+             planned"
+        );
+        assert_eq!(
+            e("[Path]\nInterface = eth1\nPriority = 1\n"),
+            "wg0.conf:3: unknown key \"Priority\" in [Path]"
+        );
+        assert_eq!(
+            e("[Interface]\n[Path]\n# nothing\n[Peer]\n"),
+            "wg0.conf:2: this [Path] has no Interface (as in `Interface = eth1`)"
+        );
+        assert_eq!(
+            e("[Path]\nInterface = eth1\n[Path]\nInterface = eth1\n"),
+            "wg0.conf:4: interface eth1 already has a [Path] (line 2): each path needs its \
+             own interface"
+        );
+        assert!(
+            e("[Path]\nInterface = eth1\nInterface = eth2\n").starts_with(
+                "wg0.conf:3: bad Interface: this [Path] already has an Interface (line 2)"
+            )
+        );
+        assert!(e("[Path]\nInterface = a/b\n")
+            .starts_with("wg0.conf:2: bad Interface: invalid interface name \"a/b\""));
+        assert_eq!(
+            e("[Peer]\nPublicKey = x\nMode = duplicate\n"
+                .replace('x', &b64(1))
+                .as_str()),
+            "wg0.conf:3: unknown key \"Mode\" in [Peer]"
+        );
+    }
+
+    #[test]
+    fn strip_leaves_what_wg_setconf_reads() {
+        let text = format!(
+            "[Interface]\nPrivateKey = {}\nMode = duplicate\nAddress = 10.0.0.1/24\n\
+             ListenPort = 51820\n\n[Path]\nInterface = eth1\n# a comment in the path\n\
+             [ Peer ]\nPublicKey = {}\nAllowedIPs = 10.0.0.2/32\n[Path]\nInterface = wwan0\n",
+            b64(1),
+            b64(2)
+        );
+        let stripped = strip(&text);
+        assert_eq!(
+            stripped,
+            format!(
+                "[Interface]\nPrivateKey = {}\nListenPort = 51820\n\n[ Peer ]\nPublicKey = {}\n\
+                 AllowedIPs = 10.0.0.2/32\n",
+                b64(1),
+                b64(2)
+            )
+        );
+        // What is left parses to the same WireGuard configuration, with nothing of mpwg's.
+        let (full, left) = (p(&text).unwrap(), p(&stripped).unwrap());
+        assert_eq!(full.request, left.request);
+        assert!(left.paths.is_empty() && left.mode.is_none() && left.not_handled.is_empty());
     }
 
     #[test]
