@@ -27,7 +27,7 @@ use crate::io::netlink::{self, Message, NetlinkSocket};
 use crate::io::tun::{Tun, TunError};
 use crate::io::udp::UdpError;
 use crate::multipath::path::{Interface, PathArg, PathError};
-use crate::multipath::state::{Change, SocketChange, State};
+use crate::multipath::state::{Change, LinkState, SocketChange};
 use crate::protocol::device::Device;
 
 /// What `mpwg up` was asked for.
@@ -280,7 +280,7 @@ impl Tunnel {
             let name = p.label();
             let reopened = matches!(c.socket, SocketChange::Open(_));
             match (c.to, reopened) {
-                (State::Absent, _) => tracing::warn!(
+                (LinkState::Absent, _) => tracing::warn!(
                     path = name,
                     "path interface {name} is gone: path absent, not sending on it"
                 ),
@@ -293,7 +293,7 @@ impl Tunnel {
                     self.paths.port(),
                     if c.to.is_up() { ", sending on it" } else { "; its link is down" }
                 ),
-                (State::Up, false) => tracing::info!(
+                (LinkState::Up, false) => tracing::info!(
                     path = name,
                     "path interface {name} is up: sending on it again"
                 ),

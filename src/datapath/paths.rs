@@ -27,7 +27,7 @@ use crate::io::uring::UringTx;
 use crate::multipath::endpoint::{Destinations, DEFAULT_WINDOW};
 use crate::multipath::path::{Interface, PathId, Source};
 use crate::multipath::scheduler::{self, MAX_PATHS};
-use crate::multipath::state::{PathLink, Seen, State};
+use crate::multipath::state::{LinkState, PathLink, Seen};
 use crate::protocol::peer::Peer;
 use crate::protocol::transmit::Transmit;
 
@@ -157,10 +157,10 @@ impl Path {
     }
 
     /// The state, and when it last changed (None for the unbound socket, always up).
-    pub fn state(&self) -> (State, Option<Instant>) {
+    pub fn state(&self) -> (LinkState, Option<Instant>) {
         match &*self.link.lock() {
             Some(l) => (l.state(), Some(l.since())),
-            None => (State::Up, None),
+            None => (LinkState::Up, None),
         }
     }
 

@@ -2,20 +2,20 @@
 //! the new state and what the socket layer must do out.
 //!
 //! A path is an interface *name*. The index is only what that name resolves to now:
-//! when the interface goes away the path is [`State::Absent`] (it has no socket and sends
+//! when the interface goes away the path is [`LinkState::Absent`] (it has no socket and sends
 //! nothing); when an interface of that name appears again, whatever its index, the path
-//! asks for a new socket bound to it ([`SocketChange::Open`]) and is [`State::Up`] as
+//! asks for a new socket bound to it ([`SocketChange::Open`]) and is [`LinkState::Up`] as
 //! soon as its link is.
 //!
-//! Health (probes, silence) will refine `Up` into more states; they go in [`State`],
-//! which is why it is `non_exhaustive`, and their transitions beside these.
+//! This is the path's *link* lifecycle. Its health (`up`, `degraded`, `down` from
+//! probes, send errors and silence) is [`crate::multipath::health`]'s; what a path shows
+//! and the scheduler sees combines the two: an `absent` or `down` link wins over health.
 
 use std::time::{Duration, Instant};
 
 /// What a path can do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum State {
+pub enum LinkState {
     /// The interface exists, is administratively up and has carrier: the path sends.
     Up,
     /// The interface exists but is down or has no carrier: the path sends nothing,
@@ -25,23 +25,23 @@ pub enum State {
     Absent,
 }
 
-impl State {
+impl LinkState {
     /// The word `mpwg show` prints: `up`, `down`, `absent`.
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Up => "up",
-            State::Down => "down",
-            State::Absent => "absent",
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+            LinkState::Absent => "absent",
         }
     }
 
     /// True if the scheduler may pick the path in the normal case.
     pub fn is_up(self) -> bool {
-        self == State::Up
+        self == LinkState::Up
     }
 }
 
-impl std::fmt::Display for State {
+impl std::fmt::Display for LinkState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -72,9 +72,9 @@ pub enum SocketChange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
     /// The state before.
-    pub from: State,
+    pub from: LinkState,
     /// The state after.
-    pub to: State,
+    pub to: LinkState,
     /// What to do with the socket.
     pub socket: SocketChange,
 }
@@ -97,7 +97,7 @@ impl Change {
 pub struct PathLink {
     name: String,
     index: Option<u32>,
-    state: State,
+    state: LinkState,
     since: Instant,
 }
 
@@ -109,7 +109,7 @@ impl PathLink {
         let mut link = PathLink {
             name: name.into(),
             index: None,
-            state: State::Absent,
+            state: LinkState::Absent,
             since: now,
         };
         let change = link.observe(seen, now);
@@ -127,7 +127,7 @@ impl PathLink {
     }
 
     /// The state.
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> LinkState {
         self.state
     }
 
@@ -146,7 +146,7 @@ impl PathLink {
         let from = self.state;
         let (to, socket) = match seen {
             None => (
-                State::Absent,
+                LinkState::Absent,
                 if self.index.is_some() {
                     SocketChange::Close
                 } else {
@@ -154,7 +154,7 @@ impl PathLink {
                 },
             ),
             Some(s) => (
-                if s.up { State::Up } else { State::Down },
+                if s.up { LinkState::Up } else { LinkState::Down },
                 if self.index == Some(s.index) {
                     SocketChange::Keep
                 } else {
@@ -215,14 +215,17 @@ mod tests {
         let (l, c) = PathLink::new("eth1", seen(4, true), t0);
         assert_eq!(
             (l.state(), l.index(), c.socket),
-            (State::Up, Some(4), SocketChange::Open(4))
+            (LinkState::Up, Some(4), SocketChange::Open(4))
         );
         let (l, c) = PathLink::new("eth1", seen(4, false), t0);
-        assert_eq!((l.state(), c.socket), (State::Down, SocketChange::Open(4)));
+        assert_eq!(
+            (l.state(), c.socket),
+            (LinkState::Down, SocketChange::Open(4))
+        );
         let (l, c) = PathLink::new("ppp0", None, t0);
         assert_eq!(
             (l.state(), l.index(), c.socket),
-            (State::Absent, None, SocketChange::Keep)
+            (LinkState::Absent, None, SocketChange::Keep)
         );
         assert_eq!(l.since(), t0);
         assert_eq!(l.name(), "ppp0");
@@ -237,8 +240,8 @@ mod tests {
         assert_eq!(
             c,
             Change {
-                from: State::Up,
-                to: State::Down,
+                from: LinkState::Up,
+                to: LinkState::Down,
                 socket: SocketChange::Keep
             }
         );
@@ -256,7 +259,7 @@ mod tests {
         let c = l.on_new_link(4, "eth1", true, t2);
         assert_eq!(
             (c.from, c.to, c.socket),
-            (State::Down, State::Up, SocketChange::Keep)
+            (LinkState::Down, LinkState::Up, SocketChange::Keep)
         );
         assert_eq!(l.since(), t2);
     }
@@ -273,7 +276,7 @@ mod tests {
         let c = l.on_del_link(4, t1);
         assert_eq!(
             (c.from, c.to, c.socket),
-            (State::Up, State::Absent, SocketChange::Close)
+            (LinkState::Up, LinkState::Absent, SocketChange::Close)
         );
         assert_eq!((l.index(), l.since()), (None, t1));
         // Deleted twice (a resync after lost events): nothing more to do.
@@ -284,11 +287,11 @@ mod tests {
         let c = l.on_new_link(11, "wwan0", false, t2);
         assert_eq!(
             (c.from, c.to, c.socket),
-            (State::Absent, State::Down, SocketChange::Open(11))
+            (LinkState::Absent, LinkState::Down, SocketChange::Open(11))
         );
         let t3 = t2 + Duration::from_millis(300);
         let c = l.on_new_link(11, "wwan0", true, t3);
-        assert_eq!((c.to, c.socket), (State::Up, SocketChange::Keep));
+        assert_eq!((c.to, c.socket), (LinkState::Up, SocketChange::Keep));
         assert_eq!((l.index(), l.since()), (Some(11), t3));
     }
 
@@ -298,26 +301,26 @@ mod tests {
         let (mut l, _) = PathLink::new("eth1", seen(4, true), t0);
         // eth1 renamed to old1: the path is eth1, not index 4.
         let c = l.on_new_link(4, "old1", true, t0);
-        assert_eq!((c.to, c.socket), (State::Absent, SocketChange::Close));
+        assert_eq!((c.to, c.socket), (LinkState::Absent, SocketChange::Close));
         // Another interface takes the name.
         let c = l.on_new_link(5, "eth1", true, t0);
-        assert_eq!((c.to, c.socket), (State::Up, SocketChange::Open(5)));
+        assert_eq!((c.to, c.socket), (LinkState::Up, SocketChange::Open(5)));
         // The name moves to a new index without a deletion seen (events were lost).
         let c = l.observe(seen(6, true), t0);
         assert_eq!(
             (c.from, c.to, c.socket),
-            (State::Up, State::Up, SocketChange::Open(6))
+            (LinkState::Up, LinkState::Up, SocketChange::Open(6))
         );
         assert!(!c.state_changed());
     }
 
     #[test]
     fn states_print_as_mpwg_show_does() {
-        let words: Vec<String> = [State::Up, State::Down, State::Absent]
+        let words: Vec<String> = [LinkState::Up, LinkState::Down, LinkState::Absent]
             .iter()
             .map(|s| s.to_string())
             .collect();
         assert_eq!(words, ["up", "down", "absent"]);
-        assert!(State::Up.is_up() && !State::Down.is_up() && !State::Absent.is_up());
+        assert!(LinkState::Up.is_up() && !LinkState::Down.is_up() && !LinkState::Absent.is_up());
     }
 }

@@ -9,9 +9,23 @@ use std::time::Instant;
 
 use super::{open_patiently, LinkEvent, LinkInfo, Path, PathChangeError, PathSocket, Paths};
 use crate::multipath::scheduler::MAX_PATHS;
-use crate::multipath::state::{Change, PathLink, Seen, SocketChange, State};
+use crate::multipath::state::{Change, LinkState, PathLink, Seen, SocketChange};
 
 impl Paths {
+    /// An id for a new path: below [`MAX_PATHS`] (the scheduler's sets hold no more),
+    /// not used by a path of `list`, and the one freed longest ago: ids go round, so a
+    /// path does not inherit the peer addresses another one learned recently (those age
+    /// out of the endpoint table within its window).
+    fn alloc_id(&self, list: &[Arc<Path>]) -> usize {
+        let start = self.next_id.load(Ordering::Relaxed);
+        let id = (0..MAX_PATHS)
+            .map(|i| (start + i) % MAX_PATHS)
+            .find(|id| list.iter().all(|p| p.id != *id))
+            .unwrap_or(start % MAX_PATHS);
+        self.next_id.store(id + 1, Ordering::Relaxed);
+        id
+    }
+
     /// Applies a socket change the state model asked for, on `path` (the change lock
     /// held). A socket that cannot be opened is logged; [`Paths::retry_sockets`] tries
     /// again.
@@ -133,7 +147,7 @@ impl Paths {
                 .link
                 .lock()
                 .as_ref()
-                .is_some_and(|l| l.state() != State::Absent);
+                .is_some_and(|l| l.state() != LinkState::Absent);
             if wants && p.socket.read().is_none() {
                 if let Ok(s) = PathSocket::open(&self.opts(p.name())) {
                     *p.socket.write() = Some(Arc::new(s));
@@ -171,7 +185,7 @@ impl Paths {
             }),
             now,
         );
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.alloc_id(&list);
         let path = Arc::new(Path::new(
             id,
             Some(name.to_string()),
@@ -225,12 +239,7 @@ impl Paths {
             // The removed path's socket holds the port on its interface, which the
             // unbound socket needs: the receive thread lets go of it first.
             self.changed();
-            let unbound = Arc::new(Path::new(
-                self.next_id.fetch_add(1, Ordering::Relaxed),
-                None,
-                None,
-                0,
-            ));
+            let unbound = Arc::new(Path::new(self.alloc_id(&next), None, None, 0));
             match open_patiently(&self.opts(None)) {
                 Ok(s) => *unbound.socket.write() = Some(Arc::new(s)),
                 Err(e) => {

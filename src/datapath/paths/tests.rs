@@ -260,10 +260,10 @@ fn an_interface_deleted_and_back_gets_a_new_socket_on_the_port() {
     assert_eq!(changes.len(), 1);
     assert_eq!(
         (changes[0].1.to, changes[0].1.socket),
-        (State::Absent, SocketChange::Close)
+        (LinkState::Absent, SocketChange::Close)
     );
     assert!(first.closed.load(Ordering::Relaxed));
-    assert_eq!(path.state(), (State::Absent, Some(t1)));
+    assert_eq!(path.state(), (LinkState::Absent, Some(t1)));
     assert!(!path.is_up() && path.socket().is_none() && path.index().is_none());
     drop(first);
 
@@ -277,15 +277,18 @@ fn an_interface_deleted_and_back_gets_a_new_socket_on_the_port() {
     let changes = paths.link_event(ev, t2);
     assert_eq!(
         (changes[0].1.to, changes[0].1.socket),
-        (State::Up, SocketChange::Open(1))
+        (LinkState::Up, SocketChange::Open(1))
     );
     let second = path.socket().expect("a new socket");
     assert_eq!(second.port, port);
-    assert_eq!((path.state(), path.mtu()), ((State::Up, Some(t2)), 1500));
+    assert_eq!(
+        (path.state(), path.mtu()),
+        ((LinkState::Up, Some(t2)), 1500)
+    );
 
     // A resync that finds it gone does the same as the deletion.
     let changes = paths.sync(&[], t2);
-    assert_eq!(changes[0].1.to, State::Absent);
+    assert_eq!(changes[0].1.to, LinkState::Absent);
     assert!(second.closed.load(Ordering::Relaxed));
     drop(second);
     let changes = paths.sync(&[lo()], t2);
@@ -319,7 +322,33 @@ fn a_socket_that_cannot_be_opened_is_retried() {
         mtu: 1500,
     };
     let changes = paths.link_event(ev, t0);
-    assert_eq!(changes[0].1.to, State::Up);
+    assert_eq!(changes[0].1.to, LinkState::Up);
     assert!(path.socket().is_none());
     assert!(paths.retry_sockets().is_empty());
+}
+
+#[test]
+fn path_ids_stay_below_the_schedulers_width_and_are_not_reused_at_once() {
+    let now = Instant::now();
+    let paths = Paths::open(&[], 0, 0).unwrap();
+    // A path that stays, so that no unbound socket comes and goes (taking ids too).
+    let keep = paths.add("mpwgkeep0", None, now).unwrap();
+    let mut seen = Vec::new();
+    for round in 0..(MAX_PATHS + 5) {
+        let p = paths.add("mpwgnone0", None, now).unwrap();
+        assert!(p.id < MAX_PATHS, "round {round}: id {}", p.id);
+        seen.push(p.id);
+        paths.remove("mpwgnone0").unwrap();
+    }
+    // Each id comes back only after every other one was used.
+    for w in seen.windows(2) {
+        assert_ne!(w[0], w[1]);
+    }
+    assert!(!seen.contains(&keep.id), "the id of a path in use was given out");
+    let first = seen[0];
+    let again = seen.iter().skip(1).position(|&i| i == first).unwrap() + 1;
+    assert!(
+        again >= MAX_PATHS - 2,
+        "id {first} reused after {again} paths"
+    );
 }
