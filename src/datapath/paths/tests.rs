@@ -344,7 +344,10 @@ fn path_ids_stay_below_the_schedulers_width_and_are_not_reused_at_once() {
     for w in seen.windows(2) {
         assert_ne!(w[0], w[1]);
     }
-    assert!(!seen.contains(&keep.id), "the id of a path in use was given out");
+    assert!(
+        !seen.contains(&keep.id),
+        "the id of a path in use was given out"
+    );
     let first = seen[0];
     let again = seen.iter().skip(1).position(|&i| i == first).unwrap() + 1;
     assert!(
