@@ -858,6 +858,14 @@ fn mpwg_processes(ns: &Netns) -> Vec<u32> {
 }
 
 #[test]
+fn wg_quick_up_and_down_with_mpwg_and_two_postup_path_lines() {
+    let Some(_lab) = lab("wg_quick_up_and_down_with_mpwg_and_two_postup_path_lines") else {
+        return;
+    };
+    wg_quick_two_uplinks(Uplinks::PostUp);
+}
+
+#[test]
 fn wg_quick_up_and_down_with_mpwg_and_paths_in_mpwg_up_args() {
     let Some(_lab) = lab("wg_quick_up_and_down_with_mpwg_and_paths_in_mpwg_up_args") else {
         return;
@@ -867,8 +875,6 @@ fn wg_quick_up_and_down_with_mpwg_and_paths_in_mpwg_up_args() {
 
 /// Where a wg-quick tunnel's two uplinks are named.
 #[derive(Clone, Copy, PartialEq)]
-// PostUp's test comes with `mpwg path add` (the path-lifecycle work).
-#[allow(dead_code)]
 enum Uplinks {
     /// `PostUp = mpwg path add %i IFACE` lines in the wg-quick file.
     PostUp,
@@ -1113,6 +1119,36 @@ fn debian_package_has_its_files_and_installs_a_runnable_mpwg() {
     assert!(
         bash.contains("--metrics"),
         "the bash completion lacks --metrics"
+    );
+
+    // The sample configuration is one `mpwg up --config` takes once its keys are filled
+    // in (checked by `mpwg strip`, which parses it as `--config` does), and what the
+    // unit's ExecReload hands wg syncconf has none of mpwg's keys.
+    let sample = std::fs::read_to_string(inst.join("usr/share/doc/mpwg/examples/wg0.conf.example"))
+        .unwrap()
+        .replace("REPLACE_WITH_THE_OUTPUT_OF_wg_genkey", &genkey())
+        .replace("REPLACE_WITH_THE_PEERS_PUBLIC_KEY", &pubkey(&genkey()));
+    let sample = t.file("wg0.conf", &sample);
+    let stripped = check(
+        Command::new(inst.join("usr/bin/mpwg"))
+            .arg("strip")
+            .arg(&sample),
+    );
+    assert!(stripped.contains("[Peer]"), "{stripped}");
+    let keys: Vec<&str> = stripped
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    for gone in ["[Path]", "Mode", "Interface"] {
+        assert!(
+            !keys.iter().any(|l| l.starts_with(gone)),
+            "mpwg strip left {gone:?}:\n{stripped}"
+        );
+    }
+    assert!(
+        unit.contains("ExecReload=/bin/bash -c 'exec wg syncconf \"$$1\" <(exec /usr/bin/mpwg strip /etc/mpwg/\"$$1\".conf)' bash %i"),
+        "{unit}"
     );
 
     // `cargo install --path .` works too (it reuses target/, built already).

@@ -50,9 +50,12 @@ pub struct PathStatus {
     pub name: String,
     /// The interface's index now (`null` for the unbound socket).
     pub index: Option<u32>,
-    /// `up` or `down` (and, as path health and path lifecycle land, `degraded` and
-    /// `absent`).
+    /// `up`, `down` or `absent` (the interface is gone; and, as path health lands,
+    /// `degraded`).
     pub state: String,
+    /// Milliseconds since the state last changed; `null` if it never did (the single
+    /// unbound socket).
+    pub state_changed_ms_ago: Option<u64>,
     /// Smoothed round-trip time in milliseconds; `null` until measured.
     pub rtt_ms: Option<f64>,
     /// Loss in percent; `null` until measured.
@@ -157,6 +160,10 @@ impl Status {
     }
 }
 
+fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
 fn unix_secs(t: SystemTime) -> Option<u64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
@@ -170,10 +177,12 @@ pub fn collect(interface: &str, mode: &str, paths: &Paths, device: &Device) -> S
         .iter()
         .map(|p| {
             let s = &p.stats;
+            let (state, since) = p.state();
             PathStatus {
                 name: p.label().to_string(),
                 index: p.index(),
-                state: p.state().0.as_str().to_string(),
+                state: state.as_str().to_string(),
+                state_changed_ms_ago: since.map(|t| millis(t.elapsed())),
                 rtt_ms: None,
                 loss_pct: None,
                 jitter_ms: None,
@@ -184,9 +193,7 @@ pub fn collect(interface: &str, mode: &str, paths: &Paths, device: &Device) -> S
                 wins: r(&s.wins),
                 duplicates_dropped: r(&s.duplicates),
                 send_errors: r(&s.send_errors),
-                last_rx_ms_ago: paths
-                    .since_last_rx(p)
-                    .map(|d| d.as_millis().try_into().unwrap_or(u64::MAX)),
+                last_rx_ms_ago: paths.since_last_rx(p).map(millis),
             }
         })
         .collect();
@@ -247,6 +254,7 @@ pub(crate) mod tests {
                     name: "eth0".into(),
                     index: Some(2),
                     state: "up".into(),
+                    state_changed_ms_ago: Some(60_000),
                     rtt_ms: Some(12.5),
                     tx_packets: 10,
                     rx_packets: 9,
@@ -341,6 +349,7 @@ pub(crate) mod tests {
         assert_eq!(s.paths[0].name, "*");
         assert_eq!(s.paths[0].index, None);
         assert_eq!(s.paths[0].state, "up");
+        assert_eq!(s.paths[0].state_changed_ms_ago, None);
         assert_eq!(s.paths[0].tx_packets, 3);
         assert_eq!(s.paths[0].last_rx_ms_ago, None);
         assert_eq!(s.listen_port, paths.port());
