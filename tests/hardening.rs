@@ -478,3 +478,37 @@ fn syncconf_of_an_unchanged_config_costs_nothing() {
     assert_eq!(echoes.lost(), 0, "pings lost to an unchanged reload");
     assert_eq!(before, after, "an unchanged reload made a new handshake");
 }
+
+/// A `set` past the device's limits (65,537 new peers, with a listen-port change and a
+/// fwmark) is refused whole: `E2BIG`, the port and mark as they were, no peer added; and
+/// the daemon goes on serving.
+#[test]
+fn a_set_past_the_limits_changes_nothing() {
+    let Some(_lab) = lab("a_set_past_the_limits_changes_nothing") else {
+        return;
+    };
+    let ns = Netns::new();
+    let dev = unique_dev();
+    let port = PORT.to_string();
+    let mut d = Daemon::mpwg(&ns, &dev, &["--listen-port", &port]);
+    let mut req = String::from("set=1\nlisten_port=51831\nfwmark=7\n");
+    for i in 0..65_537u32 {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[31] = 0x40;
+        req.push_str(&format!("public_key={}\n", Key(k).to_hex()));
+    }
+    req.push('\n');
+    let reply = uapi(&dev, req.as_bytes(), Duration::from_secs(30));
+    println!("a set of {} bytes with 65,537 peers: {reply:?}", req.len());
+    assert_eq!(reply.errno(), Some(-i64::from(libc::E2BIG)), "{reply:?}");
+    let show = wg(&ns, &["show", &dev, "dump"]);
+    let first = show.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.contains(&format!("\t{PORT}\t")),
+        "the port changed: {first}"
+    );
+    assert!(first.ends_with("\toff"), "the fwmark changed: {first}");
+    assert_eq!(show.lines().count(), 1, "peers were added");
+    assert!(d.is_running());
+}
