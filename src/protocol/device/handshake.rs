@@ -50,9 +50,12 @@ impl Device {
             }
             Some(Kind::CookieReply) => {
                 let awaited = match self.index.read().get(&le32(msg, 4)) {
-                    Some(IndexEntry::Handshake(p)) | Some(IndexEntry::Session(p, _)) => {
-                        p.handshake.lock().cookie.awaits_reply()
-                    }
+                    // Never waits on the worker (which may hold the lock through a DH):
+                    // if it is busy, the worker checks the reply itself.
+                    Some(IndexEntry::Handshake(p)) | Some(IndexEntry::Session(p, _)) => p
+                        .handshake
+                        .try_lock()
+                        .is_none_or(|hs| hs.cookie.awaits_reply()),
                     None => false,
                 };
                 if !awaited {
