@@ -174,7 +174,12 @@ mod tests {
             .count();
         assert_eq!(n, 5, "one /64, one bucket");
         assert!(r.allow(ip("2001:db8:1:3::1"), t0), "another /64");
-        assert!(!r.allow(ip("::ffff:192.0.2.9"), t0) || r.allow(ip("192.0.2.9"), t0));
+        // An IPv4-mapped address (a dual-stack socket's view of IPv4) is its IPv4 address.
+        let mapped = (0..5)
+            .filter(|_| r.allow(ip("::ffff:192.0.2.9"), t0))
+            .count();
+        assert_eq!(mapped, 5);
+        assert!(!r.allow(ip("192.0.2.9"), t0), "one bucket for both forms");
     }
 
     #[test]
