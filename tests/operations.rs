@@ -369,12 +369,19 @@ fn metrics_parse_with_the_official_parsers_and_move_with_traffic() {
         .collect();
     assert!(
         results.is_superset(&BTreeSet::from([
+            "accepted",
             "rejected",
             "cookie_sent",
             "rate_limited",
             "queue_full"
         ])),
         "{results:?}"
+    );
+    // The handshake that brought the tunnel up was accepted, whichever side began it.
+    let accepted = value(&before, "mpwg_handshakes", &[("result", "accepted")]);
+    assert!(
+        accepted >= 1.0,
+        "mpwg_handshakes{{result=\"accepted\"}} = {accepted}"
     );
 
     // 2 MiB each way: every path's counters move, and so do the peer's.

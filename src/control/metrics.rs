@@ -302,10 +302,11 @@ fn families(s: &Status) -> Vec<Family> {
     let h = &s.handshakes;
     out.push(family(
         "mpwg_handshakes",
-        "Handshake messages received and not answered with a handshake, by result: rejected (bad mac1, did not decrypt, unknown peer), cookie_sent (answered with a cookie, under load), rate_limited (its source had used its share, under load), queue_full",
+        "Handshake messages received, by result: accepted (answered, or completed a handshake), rejected (bad mac1, did not decrypt, unknown peer), cookie_sent (answered with a cookie, under load), rate_limited (its source had used its share, under load), queue_full",
         None,
         MetricType::Counter,
         [
+            ("accepted", h.accepted),
             ("rejected", h.rejected),
             ("cookie_sent", h.cookie_sent),
             ("rate_limited", h.rate_limited),
@@ -371,6 +372,7 @@ mod tests {
             r#"mpwg_path_rtt_seconds{device="mp0",path="eth0"} 0.0125"#,
             r#"mpwg_peer_last_handshake_timestamp_seconds{device="mp0",peer="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="} 1700000000"#,
             r#"mpwg_peer_tx_bytes_total{device="mp0",peer="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="} 1000"#,
+            r#"mpwg_handshakes_total{device="mp0",result="accepted"} 2"#,
             r#"mpwg_handshakes_total{device="mp0",result="rejected"} 4"#,
             r#"mpwg_handshakes_total{device="mp0",result="cookie_sent"} 1"#,
             r#"mpwg_handshakes_total{device="mp0",result="rate_limited"} 5"#,

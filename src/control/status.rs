@@ -99,6 +99,8 @@ pub struct PeerStatus {
 /// Handshake messages by what became of them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HandshakeCounts {
+    /// Initiations answered and responses that completed a handshake.
+    pub accepted: u64,
     /// Initiations and responses refused: a wrong mac1, or a message that did not
     /// decrypt or came from an unknown peer.
     pub rejected: u64,
@@ -220,6 +222,7 @@ pub fn collect(interface: &str, mode: &str, paths: &Paths, device: &Device) -> S
         paths: paths_out,
         peers,
         handshakes: HandshakeCounts {
+            accepted: r(&d.handshakes_accepted),
             rejected: r(&d.bad_mac1) + r(&d.bad_handshake),
             cookie_sent: r(&d.cookie_replies_sent),
             rate_limited: r(&d.rate_limited),
@@ -281,6 +284,7 @@ pub(crate) mod tests {
                 rx_bytes: 900,
             }],
             handshakes: HandshakeCounts {
+                accepted: 2,
                 rejected: 4,
                 cookie_sent: 1,
                 rate_limited: 5,

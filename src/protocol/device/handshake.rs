@@ -206,6 +206,11 @@ impl Device {
             _ => self.consume_response(keys, src, msg, now),
         };
         drop(config);
+        if outcome.is_some() {
+            self.drops
+                .handshakes_accepted
+                .fetch_add(1, Ordering::Relaxed);
+        }
         match outcome {
             None => {
                 self.drops.bad_handshake.fetch_add(1, Ordering::Relaxed);

@@ -129,6 +129,10 @@ pub struct DropCounters {
     pub handshake_queue_full: AtomicU64,
     /// Cookie replies for no handshake of ours, or not awaited.
     pub unexpected_cookie: AtomicU64,
+    /// Not a drop: handshake messages accepted (initiations answered, responses that
+    /// gave a session), counted here beside the ones refused so that their sum is
+    /// every handshake message that reached the device.
+    pub handshakes_accepted: AtomicU64,
 }
 
 /// What a worker thread keeps so that its packets take no device lock: a snapshot of the
