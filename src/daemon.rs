@@ -168,6 +168,8 @@ struct Tunnel {
     batch: usize,
     decrypt_workers: usize,
     io: datapath::Io,
+    /// The TUN device's MTU.
+    mtu: u32,
     /// Serialises `set` requests, so a port change and the rest apply together.
     set_lock: Mutex<()>,
     /// Tells the main thread to stop.
@@ -302,6 +304,9 @@ impl Tunnel {
                     "path interface {name} is down: not sending on it"
                 ),
             }
+            if reopened {
+                self.warn_mtu(std::slice::from_ref(&p));
+            }
         }
     }
 
@@ -322,9 +327,8 @@ impl Tunnel {
         let now = Instant::now();
         let ifaces = netlink::interfaces().unwrap_or_default();
         let peers = self.device.peers();
-        let paths = self
-            .paths
-            .all()
+        let list = self.paths.all();
+        let paths = list
             .iter()
             .map(|p| {
                 let s = &p.stats;
@@ -364,8 +368,15 @@ impl Tunnel {
                     duplicates: s.duplicates.load(Ordering::Relaxed),
                     tx_calls: s.tx_calls.load(Ordering::Relaxed),
                     rx_calls: s.rx_calls.load(Ordering::Relaxed),
+                    mtu: Some(p.mtu()).filter(|&m| m > 0),
+                    gso: p.gso_enabled(),
                 }
             })
+            .collect();
+        let notes = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some(format!("path {i} ({}): {}", p.label(), self.mtu_note(p)?)))
             .collect();
         show::format_show(&Show {
             name: self.name.clone(),
@@ -388,7 +399,38 @@ impl Tunnel {
                     oversize_drops: q.stats.oversize_drops.load(Ordering::Relaxed),
                 })
                 .collect(),
+            notes,
         })
+    }
+
+    /// What to say about a path whose interface MTU cannot carry the tunnel's packets
+    /// with WireGuard's overhead (60 bytes over IPv4, 80 over IPv6); None if it can.
+    /// Its datagrams still leave: the kernel fragments them (without GSO, for that send).
+    fn mtu_note(&self, p: &Path) -> Option<String> {
+        let mtu = p.mtu();
+        let (v4, v6) = (self.mtu + 60, self.mtu + 80);
+        if mtu == 0 || mtu >= v6 {
+            return None;
+        }
+        let over = if mtu < v4 {
+            format!("IPv4 or IPv6 ({v4} needed over IPv4, {v6} over IPv6)")
+        } else {
+            format!("IPv6 ({v6} needed)")
+        };
+        Some(format!(
+            "interface MTU {mtu} cannot carry the tunnel's {}-byte packets over {over}: \
+             they leave fragmented",
+            self.mtu
+        ))
+    }
+
+    /// Logs the paths whose MTU is too small ([`Tunnel::mtu_note`]), once each.
+    fn warn_mtu(&self, paths: &[Arc<Path>]) {
+        for p in paths {
+            if let Some(note) = self.mtu_note(p) {
+                tracing::warn!(path = p.label(), "path {}: {note}", p.label());
+            }
+        }
     }
 }
 
@@ -426,6 +468,7 @@ impl Tunnel {
                 "path {iface} added: no such interface yet, absent until one appears"
             ),
         }
+        self.warn_mtu(std::slice::from_ref(&path));
         // An event between the dump above and the path's arrival in the list was not
         // seen by it: look again.
         self.sync_link_states();
@@ -625,6 +668,7 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
         batch: opts.batch,
         decrypt_workers: opts.decrypt_workers,
         io: opts.io,
+        mtu: opts.mtu,
         set_lock: Mutex::new(()),
         stop: Mutex::new(stop_tx.clone()),
         handshakes,
@@ -642,6 +686,7 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
     let events = NetlinkSocket::open(true).map_err(DaemonError::Netlink)?;
 
     tunnel.log_changes(tunnel.paths.sync(&link_infos(&interfaces), Instant::now()));
+    tunnel.warn_mtu(&tunnel.paths.all());
     let t = tunnel.clone();
     datapath::spawn("mpwg-handshake".into(), move || {
         handshake_worker.run(&t.device, &*t.paths)

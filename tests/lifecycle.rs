@@ -1053,3 +1053,89 @@ fn config_file_paths_and_mode() {
         assert!(!link.status.success(), "{what}: device left behind");
     }
 }
+
+/// Path MTU: A's uplink 2 (and R's end of it) has a 1400-byte MTU, below what the
+/// tunnel's 1420-byte packets need (1480 over IPv4); uplink 1 has 1500. On B, the route
+/// back over uplink 2 has a 1400-byte MTU too, while B's interface has 1500: B's GSO
+/// sends there fail with EINVAL, which mpwg cannot foresee. mpwg says so at start and in
+/// `mpwg show` (MTU column, a note); 20 MiB each way arrive intact (the datagrams that do
+/// not fit leave one per call, fragmented); and GSO stays on for every path: uplink 1
+/// keeps sending many datagrams per call, and neither the EINVAL nor the small MTU
+/// switched GSO off anywhere.
+#[test]
+fn a_small_mtu_path_beside_a_normal_one_carries_bulk_and_gso_stays_on() {
+    let Some(_lab) = lab("a_small_mtu_path_beside_a_normal_one_carries_bulk_and_gso_stays_on")
+    else {
+        return;
+    };
+    let lab = Routed::new(89, 2, &[1, 2], &[1, 2]);
+    lab.a.ip(&["link", "set", "dev", "a2", "mtu", "1400"]);
+    lab.r.ip(&["link", "set", "dev", "ra2", "mtu", "1400"]);
+    let (a_net, b_gw) = (
+        format!("10.{}.2.0/24", lab.net),
+        format!("10.{}.4.254", lab.net),
+    );
+    lab.b.ip(&[
+        "route", "replace", &a_net, "via", &b_gw, "dev", "b2", "mtu", "1400",
+    ]);
+    let t = lab.tunnel(
+        &["--path", "a1", "--path", "a2"],
+        Far::Mpwg(&["--path", "b1", "--path", "b2"]),
+    );
+    t.establish(&lab);
+    let show = mpwg_show(&t.dev_a);
+    let note = show
+        .text
+        .lines()
+        .find(|l| l.starts_with("note: path 1 (a2): interface MTU 1400 cannot carry"))
+        .unwrap_or_else(|| panic!("no MTU note for a2:\n{}", show.text));
+    eprintln!("{note}");
+    let log = t._a.log();
+    assert!(
+        log.contains("path a2: interface MTU 1400 cannot carry the tunnel's 1420-byte packets"),
+        "no MTU warning at start:\n{log}"
+    );
+    assert!(
+        !show.text.contains("(a1)"),
+        "a note about a1, whose MTU is enough:\n{}",
+        show.text
+    );
+
+    let before = mpwg_show(&t.dev_a);
+    let tun_a = format!("10.{}.100.1", lab.net);
+    tcp_transfer(&lab.a, &lab.b, &t.tun_b, 20 << 20, 11);
+    tcp_transfer(&lab.b, &lab.a, &tun_a, 20 << 20, 12);
+    for dev in [&t.dev_a, &t.dev_b] {
+        let s = mpwg_show(dev);
+        let cells = |row: &str| table_cells(row);
+        let header = cells(s.text.lines().nth(1).unwrap());
+        let col = |name: &str| header.iter().position(|c| c == name).unwrap();
+        for line in s.text.lines().skip(2).take(s.paths.len()) {
+            let c = cells(line);
+            assert_eq!(c[col("GSO")], "on", "{dev}: GSO switched off:\n{}", s.text);
+        }
+        eprintln!("{}", s.text);
+    }
+    let b_log = t._b.log();
+    assert!(
+        b_log.contains("path b2: a UDP GSO send was refused"),
+        "B's GSO sends over the 1400-byte route were not refused (the test shows nothing):\n{b_log}"
+    );
+    let after = mpwg_show(&t.dev_a);
+    let calls = |s: &Show, i: usize| {
+        let header = table_cells(s.text.lines().nth(1).unwrap());
+        let col = header.iter().position(|c| c == "TX CALLS").unwrap();
+        let row = table_cells(s.text.lines().nth(2 + i).unwrap());
+        row[col].parse::<u64>().unwrap()
+    };
+    let (pkts, calls_1) = (
+        after.path(0).tx_packets - before.path(0).tx_packets,
+        calls(&after, 0) - calls(&before, 0),
+    );
+    eprintln!("A's a1: {pkts} datagrams in {calls_1} send calls during the transfers");
+    assert!(
+        calls_1 * 2 < pkts,
+        "A's a1 (MTU 1500) sent {pkts} datagrams in {calls_1} calls: GSO is not in use:\n{}",
+        after.text
+    );
+}

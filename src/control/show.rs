@@ -58,6 +58,10 @@ pub struct PathRow {
     pub tx_calls: u64,
     /// Receive calls that returned data: fewer than RX PKTS when UDP GRO batches them.
     pub rx_calls: u64,
+    /// The interface's MTU (None: unknown, or no interface).
+    pub mtu: Option<u32>,
+    /// False once the kernel refused UDP GSO on the path for good.
+    pub gso: bool,
 }
 
 /// Counters of one TUN queue.
@@ -90,6 +94,8 @@ pub struct Show {
     pub paths: Vec<PathRow>,
     /// TUN queues, one per worker.
     pub queues: Vec<QueueRow>,
+    /// Warnings about paths (an MTU too small for the tunnel's packets), one line each.
+    pub notes: Vec<String>,
 }
 
 fn ago(d: Option<Duration>) -> String {
@@ -123,6 +129,7 @@ pub fn format_show(s: &Show) -> String {
         "INDEX",
         "STATE",
         "SINCE",
+        "MTU",
         "LOCAL",
         "PEER ENDPOINTS",
         "TX PKTS",
@@ -135,6 +142,7 @@ pub fn format_show(s: &Show) -> String {
         "DUPS",
         "TX CALLS",
         "RX CALLS",
+        "GSO",
     ];
     let rows: Vec<Vec<String>> = s
         .paths
@@ -147,6 +155,7 @@ pub fn format_show(s: &Show) -> String {
                 p.index.map_or("-".into(), |i| i.to_string()),
                 p.state.to_string(),
                 p.since.map_or("-".into(), |d| ago(Some(d))),
+                p.mtu.map_or("-".into(), |m| m.to_string()),
                 join(&p.local),
                 join(&p.endpoints),
                 p.tx_packets.to_string(),
@@ -159,6 +168,7 @@ pub fn format_show(s: &Show) -> String {
                 p.duplicates.to_string(),
                 p.tx_calls.to_string(),
                 p.rx_calls.to_string(),
+                if p.gso { "on" } else { "off" }.to_string(),
             ]
         })
         .collect();
@@ -181,6 +191,9 @@ pub fn format_show(s: &Show) -> String {
     out.push_str(&line(header.to_vec()));
     for r in &rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    for n in &s.notes {
+        out.push_str(&format!("note: {n}\n"));
     }
     for (i, q) in s.queues.iter().enumerate() {
         out.push_str(&format!(
@@ -312,6 +325,8 @@ mod tests {
                     duplicates: 2,
                     tx_calls: 1,
                     rx_calls: 9,
+                    mtu: Some(1500),
+                    gso: true,
                 },
                 PathRow {
                     iface: "wlan0".into(),
@@ -328,6 +343,7 @@ mod tests {
                 written_packets: 100,
                 oversize_drops: 1,
             }],
+            notes: vec!["path 1 (wlan0): its MTU is small".into()],
         };
         let t = format_show(&s);
         let lines: Vec<&str> = t.lines().collect();
@@ -335,7 +351,8 @@ mod tests {
             lines[0],
             "interface: mp0  listening port: 51820  mode: duplicate  receive: all"
         );
-        assert!(lines[1].starts_with("PATH  IFACE  INDEX  STATE  SINCE      LOCAL"));
+        assert!(lines[1].starts_with("PATH  IFACE  INDEX  STATE  SINCE      MTU   LOCAL"));
+        assert!(lines[1].ends_with("RX CALLS  GSO"), "{}", lines[1]);
         let row: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
             row,
@@ -346,6 +363,7 @@ mod tests {
                 "up",
                 "12.0s",
                 "ago",
+                "1500",
                 "10.1.1.1/24",
                 "10.1.1.2:51820",
                 "10",
@@ -359,14 +377,17 @@ mod tests {
                 "2",
                 "1",
                 "9",
+                "on",
             ]
         );
         let row: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(row[..6], ["1", "wlan0", "5", "down", "-", "-"]);
-        assert_eq!(row[11], "3");
-        assert_eq!(row[12], "never");
+        assert_eq!(row[..7], ["1", "wlan0", "5", "down", "-", "-", "-"]);
+        assert_eq!(row[12], "3");
+        assert_eq!(row[13], "never");
+        assert_eq!(row.last(), Some(&"off"));
+        assert_eq!(lines[4], "note: path 1 (wlan0): its MTU is small");
         assert_eq!(
-            lines[4],
+            lines[5],
             "tun queue 0: 2 reads carried 90 packets; 3 write batches carried 100 packets; \
              1 oversize super-packets dropped"
         );

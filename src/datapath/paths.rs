@@ -118,6 +118,8 @@ pub struct Path {
     link: Mutex<Option<PathLink>>,
     up: AtomicBool,
     gso: AtomicBool,
+    /// Set once a GSO send was refused for a segment too large (logged once).
+    gso_einval: AtomicBool,
     /// The interface's MTU as netlink last said (0: unknown).
     mtu: AtomicU32,
     socket: RwLock<Option<Arc<PathSocket>>>,
@@ -134,6 +136,7 @@ impl Path {
             link: Mutex::new(link),
             up: AtomicBool::new(up),
             gso: AtomicBool::new(true),
+            gso_einval: AtomicBool::new(false),
             mtu: AtomicU32::new(mtu),
             socket: RwLock::new(None),
             stats: PathStats::default(),
@@ -232,27 +235,81 @@ impl Path {
         }
     }
 
+    /// True if datagrams of `segment` bytes to `dst` fit the interface's MTU (or it is
+    /// not known): a UDP GSO send whose segments do not fit is refused by the kernel
+    /// (EINVAL), while one datagram per call leaves fragmented.
+    fn fits(&self, dst: SocketAddr, segment: usize) -> bool {
+        let mtu = self.mtu() as usize;
+        let v4 = match dst {
+            SocketAddr::V4(_) => true,
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+        };
+        mtu == 0
+            || segment
+                + if v4 {
+                    IPV4_UDP_HEADERS
+                } else {
+                    IPV6_UDP_HEADERS
+                }
+                <= mtu
+    }
+
+    /// True if `d` to `dst` goes as one UDP GSO send: several datagrams, GSO not refused
+    /// on this socket, and segments that fit the interface's MTU.
+    fn uses_gso(&self, dst: SocketAddr, d: &Datagrams) -> bool {
+        d.count() > 1 && self.gso.load(Ordering::Relaxed) && self.fits(dst, d.segment())
+    }
+
+    /// A GSO send failed with `e`: true if the datagrams should go one per call instead.
+    /// EIO is the kernel refusing GSO on this socket (no checksum offload on the way):
+    /// GSO is off for the path from now on. EINVAL or EMSGSIZE is a segment the route
+    /// cannot carry (its MTU, learned or configured, is below the interface's): this send
+    /// goes one datagram per call (the kernel fragments those), and GSO stays on for the
+    /// datagrams that fit.
+    fn gso_refused(&self, e: &io::Error) -> bool {
+        match e.raw_os_error() {
+            Some(libc::EIO) => {
+                self.gso.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    path = self.label(),
+                    "path {}: the kernel refused UDP GSO ({e}); sending one datagram per call from now on",
+                    self.label()
+                );
+                true
+            }
+            Some(libc::EINVAL) | Some(libc::EMSGSIZE) => {
+                if !self.gso_einval.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        path = self.label(),
+                        "path {}: a UDP GSO send was refused ({e}): its datagrams are larger \
+                         than the route's MTU; such sends go one datagram per call, fragmented",
+                        self.label()
+                    );
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Sends datagrams (of one size, the last may be shorter) in one `sendmsg` with
-    /// UDP_SEGMENT. A socket that refuses GSO (EIO, EINVAL) is switched to one send per
-    /// datagram, with a log line, and the batch is resent that way.
+    /// UDP_SEGMENT, or one per call where GSO cannot be used ([`Path::uses_gso`],
+    /// [`Path::gso_refused`]).
     fn send_datagrams(&self, dst: SocketAddr, d: Datagrams) -> bool {
-        let count = d.count();
-        if count > 1 && self.gso.load(Ordering::Relaxed) {
+        if self.uses_gso(dst, &d) {
             let Some(sock) = self.socket() else {
                 return false;
             };
             match udp::send_datagrams(&sock.sock, sock.v6, dst, d) {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) => {
-                    self.gso.store(false, Ordering::Relaxed);
-                    tracing::warn!(
-                        path = self.label(),
-                        "path {}: the kernel refused UDP GSO ({e}); sending one datagram per call from now on",
-                        self.label()
-                    );
-                }
-                r => return self.sent(dst, r.map(|_| ()), d.len(), count),
+                Err(e) if self.gso_refused(&e) => {}
+                r => return self.sent(dst, r.map(|_| ()), d.len(), d.count()),
             }
         }
+        self.send_each(dst, d)
+    }
+
+    /// Sends the datagrams one per call.
+    fn send_each(&self, dst: SocketAddr, d: Datagrams) -> bool {
         let mut ok = false;
         for datagram in d.each() {
             ok |= self.send(dst, datagram);
@@ -260,6 +317,11 @@ impl Path {
         ok
     }
 }
+
+/// IPv4 and UDP headers: what a datagram adds to the packet the interface carries.
+const IPV4_UDP_HEADERS: usize = 28;
+/// IPv6 and UDP headers.
+const IPV6_UDP_HEADERS: usize = 48;
 
 /// How a tunnel receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -560,8 +622,8 @@ impl Paths {
         let list = self.list.load();
         let mut batch = ring.batch();
         self.each_destination(&list, peer, |path, dst| {
-            if count > 1 && !path.gso.load(Ordering::Relaxed) {
-                ok |= path.send_datagrams(dst, d);
+            if count > 1 && !path.uses_gso(dst, &d) {
+                ok |= path.send_each(dst, d);
             } else if let Some(sock) = &*path.socket.read() {
                 // Tagged with the path's id. The batch holds the socket (an `Arc` clone)
                 // until the send completed, so a rebind meanwhile cannot close it under
@@ -574,18 +636,7 @@ impl Paths {
                 continue;
             };
             ok |= match r {
-                Err(e)
-                    if count > 1
-                        && matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) =>
-                {
-                    path.gso.store(false, Ordering::Relaxed);
-                    tracing::warn!(
-                        path = path.label(),
-                        "path {}: the kernel refused UDP GSO ({e}); sending one datagram per call from now on",
-                        path.label()
-                    );
-                    path.send_datagrams(dst, d)
-                }
+                Err(e) if count > 1 && path.gso_refused(&e) => path.send_each(dst, d),
                 r => path.sent(dst, r.map(|_| ()), d.len(), count),
             };
         }

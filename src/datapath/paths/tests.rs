@@ -145,23 +145,57 @@ fn send_segments_via_fails_one_destination_alone_and_falls_back_from_gso() {
     assert_eq!(st.tx_packets.load(Ordering::Relaxed), 1);
     assert!(path.gso.load(Ordering::Relaxed));
 
-    // EINVAL on a GSO send switches GSO off for the path; that destination is retried one
-    // datagram per call (failing 4 times), the other went out as one GSO send.
+    // EINVAL on a GSO send (here: port 0) is that send's problem, not GSO's: that
+    // destination is retried one datagram per call (failing 4 times), the other went out
+    // as one GSO send, and GSO stays on for the path.
     let buf = vec![1u8; 340];
     assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
     expect_datagrams(&r, &[100, 100, 100, 40]);
-    assert!(!path.gso.load(Ordering::Relaxed));
+    assert!(path.gso_enabled());
     assert_eq!(st.send_errors.load(Ordering::Relaxed), 1 + 4);
     assert_eq!(st.tx_calls.load(Ordering::Relaxed), 2 + 4 + 1);
     assert_eq!(st.tx_packets.load(Ordering::Relaxed), 1 + 4);
 
-    // From now on both destinations get one send per datagram, outside the ring.
+    // The same again: the good destination still gets one GSO send.
     assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
     expect_datagrams(&r, &[100, 100, 100, 40]);
+    assert!(path.gso_enabled());
     assert_eq!(st.send_errors.load(Ordering::Relaxed), 5 + 4);
-    assert_eq!(st.tx_calls.load(Ordering::Relaxed), 7 + 8);
+    assert_eq!(st.tx_calls.load(Ordering::Relaxed), 7 + 4 + 1);
     assert_eq!(st.tx_packets.load(Ordering::Relaxed), 5 + 4);
     assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 4 + 340 + 340);
+}
+
+#[test]
+fn datagrams_larger_than_the_interface_mtu_go_one_per_call_and_gso_stays_on() {
+    let (paths, r, peer, mut ring) = uring_sender();
+    let path = &paths.all()[0];
+    let v4: SocketAddr = "192.0.2.1:1".parse().unwrap();
+    let v6: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+    let mapped: SocketAddr = "[::ffff:192.0.2.1]:1".parse().unwrap();
+    // MTU unknown (0): anything goes.
+    assert!(path.fits(v4, 60000));
+    path.mtu.store(1400, Ordering::Relaxed);
+    assert!(path.fits(v4, 1372) && !path.fits(v4, 1373));
+    assert!(path.fits(mapped, 1372) && !path.fits(mapped, 1373));
+    assert!(path.fits(v6, 1352) && !path.fits(v6, 1353));
+
+    // On loopback, with the path's MTU said to be 120: 100-byte datagrams do not fit
+    // (100 + 28 > 120), so they go one per call; 90-byte ones fit and go as one GSO send.
+    path.mtu.store(120, Ordering::Relaxed);
+    let st = &path.stats;
+    let buf = vec![3u8; 340];
+    assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
+    expect_datagrams(&r, &[100, 100, 100, 40]);
+    assert_eq!(st.tx_calls.load(Ordering::Relaxed), 4);
+    assert!(paths.send_segments_via(&mut ring, &peer, &buf[..270], 90));
+    expect_datagrams(&r, &[90, 90, 90]);
+    assert_eq!(st.tx_calls.load(Ordering::Relaxed), 5);
+    assert!(paths.send_segments_to_peer(&peer, &buf, 100));
+    expect_datagrams(&r, &[100, 100, 100, 40]);
+    assert_eq!(st.tx_calls.load(Ordering::Relaxed), 9);
+    assert_eq!(st.send_errors.load(Ordering::Relaxed), 0);
+    assert!(path.gso_enabled());
 }
 
 fn lo() -> LinkInfo {
