@@ -377,6 +377,16 @@ fn a_replayed_data_packet_teaches_no_endpoint() {
     })
     .expect("no data message captured on veth0");
     println!("captured a {}-byte data message on path 0", captured.len());
+    // Where A really is (A sends from its path sockets, port 51820 on both uplinks),
+    // and what B reports before the replays.
+    let real: Vec<String> = (0..2)
+        .map(|p| format!("10.99.{p}.1:{}", pair.a.port))
+        .collect();
+    let endpoint_before = pair.b.dump().peer(&pair.a.public_key).endpoint.clone();
+    assert!(
+        endpoint_before.as_ref().is_some_and(|e| real.contains(e)),
+        "before the replays, wg show reports {endpoint_before:?}, not one of {real:?}"
+    );
     let mut replayers = Vec::new();
     for p in 0..2 {
         attacker_address(&pair.a.ns, &format!("veth{p}"), &format!("10.99.{p}.77/24"));
@@ -394,25 +404,25 @@ fn a_replayed_data_packet_teaches_no_endpoint() {
     }
     thread::sleep(Duration::from_millis(200));
     let dump = pair.b.dump();
-    let endpoint = dump
-        .peer(&pair.a.public_key)
-        .endpoint
-        .clone()
-        .unwrap_or_default();
+    let endpoint = dump.peer(&pair.a.public_key).endpoint.clone();
     let show = mpwg_show(&pair.b.dev);
-    println!("{replays} replays sent; B's wg show endpoint of A: {endpoint}");
+    println!("{replays} replays sent; B's wg show endpoint of A: {endpoint:?} (before: {endpoint_before:?})");
     println!("{}", show.text);
-    assert!(
-        !endpoint.contains(".77:"),
-        "wg show reports the attacker: {endpoint}"
+    assert_eq!(
+        endpoint, endpoint_before,
+        "wg show no longer reports A's real endpoint"
     );
     for i in 0..2 {
         let eps = &show.path(i).endpoints;
         assert!(
-            !eps.iter().any(|e| e.contains(".77:")),
-            "mpwg show lists the attacker on path {i}: {eps:?}"
+            eps.iter().all(|e| real.contains(e)),
+            "mpwg show lists an address on path {i} that is not A's (A is at {real:?}): {eps:?}"
         );
     }
+    assert!(
+        !show.path(0).endpoints.is_empty(),
+        "path 0 forgot A's real address"
+    );
     assert_eq!(
         ping(&pair.a.ns, &pair.b.tunnel, 3),
         3,
@@ -510,5 +520,55 @@ fn a_set_past_the_limits_changes_nothing() {
     );
     assert!(first.ends_with("\toff"), "the fwmark changed: {first}");
     assert_eq!(show.lines().count(), 1, "peers were added");
+    assert!(d.is_running());
+}
+
+/// A `set` that changes the listen port to one in use, with a fwmark and a new peer,
+/// on a daemon with two paths: `EADDRINUSE`, and none of it applied (the port, the
+/// mark, the peers as they were); then the same fwmark and peer without the port change
+/// are applied, so it was the port alone that refused the first.
+#[test]
+fn a_set_whose_port_is_in_use_changes_nothing() {
+    let Some(_lab) = lab("a_set_whose_port_is_in_use_changes_nothing") else {
+        return;
+    };
+    let ns = Netns::new();
+    let other = Netns::new();
+    veth(&ns, "up0", "10.98.0.1/24", &other, "up0", "10.98.0.2/24");
+    veth(&ns, "up1", "10.98.1.1/24", &other, "up1", "10.98.1.2/24");
+    let dev = unique_dev();
+    let port = PORT.to_string();
+    let mut d = Daemon::mpwg(
+        &ns,
+        &dev,
+        &["--listen-port", &port, "--path", "up0", "--path", "up1"],
+    );
+    let taken = PORT + 3;
+    let _holder = ns.udp_bind(&format!("0.0.0.0:{taken}")).unwrap();
+    let peer = Key::from_base64(&pubkey(&genkey())).unwrap().to_hex();
+    let req = format!("set=1\nlisten_port={taken}\nfwmark=7\npublic_key={peer}\n\n");
+    let reply = uapi(&dev, req.as_bytes(), Duration::from_secs(10));
+    println!("a set to port {taken} (in use), fwmark 7 and a peer: {reply:?}");
+    assert_eq!(
+        reply.errno(),
+        Some(-i64::from(libc::EADDRINUSE)),
+        "{reply:?}"
+    );
+    let show = wg(&ns, &["show", &dev, "dump"]);
+    let first = show.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.contains(&format!("\t{PORT}\t")),
+        "the port changed: {first}"
+    );
+    assert!(first.ends_with("\toff"), "the fwmark changed: {first}");
+    assert_eq!(show.lines().count(), 1, "the peer was added: {show}");
+    // The rest of the request on its own is fine.
+    let req = format!("set=1\nfwmark=7\npublic_key={peer}\n\n");
+    let reply = uapi(&dev, req.as_bytes(), Duration::from_secs(10));
+    assert_eq!(reply.errno(), Some(0), "{reply:?}");
+    let show = wg(&ns, &["show", &dev, "dump"]);
+    let first = show.lines().next().unwrap_or_default().to_string();
+    assert!(first.ends_with("\t0x7"), "the fwmark: {first}");
+    assert_eq!(show.lines().count(), 2, "{show}");
     assert!(d.is_running());
 }
