@@ -461,3 +461,106 @@ fn under_load_valid_mac2_is_rate_limited_per_source() {
     // A second after the queue was last deep, the device is no longer under load.
     assert!(!b.dev.under_load(t0 + Duration::from_secs(1)));
 }
+
+#[test]
+fn a_set_that_changes_one_peer_disturbs_no_other() {
+    let t0 = Instant::now();
+    let (a, b) = tunnel(t0);
+    let peer_a = b.peer();
+    let session = peer_a.sessions.read().current.clone().unwrap();
+    let endpoints = peer_a.endpoints.lock().seen(t0);
+    let c = Key::generate().public_key();
+    let a_untouched = |what: &str| {
+        assert!(Arc::ptr_eq(&peer_a, &b.peer()), "{what}: A was recreated");
+        let now = peer_a.sessions.read().current.clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&session, &now),
+            "{what}: A's session was replaced"
+        );
+        assert_eq!(peer_a.endpoints.lock().seen(t0), endpoints, "{what}");
+        assert_eq!(
+            peer_a.endpoint_addr(),
+            Some(A_ADDR.parse().unwrap()),
+            "{what}"
+        );
+        let route = b.dev.allowed().lookup("10.0.0.1".parse().unwrap()).cloned();
+        assert!(
+            route.is_some_and(|p| Arc::ptr_eq(&p, &peer_a)),
+            "{what}: A's route"
+        );
+    };
+    // Add a peer C, then change everything C has, then remove it: A never notices.
+    let mut add = PeerUpdate::new(c);
+    add.endpoint = Some("192.0.2.3:51820".parse().unwrap());
+    add.allowed_ips = vec!["10.0.0.3/32".parse().unwrap()];
+    let mut change = PeerUpdate::new(c);
+    change.endpoint = Some("192.0.2.33:51820".parse().unwrap());
+    change.preshared_key = Some(Key([7; 32]));
+    change.persistent_keepalive = Some(25);
+    change.replace_allowed_ips = true;
+    change.allowed_ips = vec!["10.0.3.0/24".parse().unwrap()];
+    let mut remove = PeerUpdate::new(c);
+    remove.remove = true;
+    for (what, u) in [
+        ("adding C", add),
+        ("changing C", change),
+        ("removing C", remove),
+    ] {
+        let req = SetRequest {
+            peers: vec![u],
+            ..SetRequest::default()
+        };
+        b.dev.apply(&req, t0 + Duration::from_secs(1)).unwrap();
+        a_untouched(what);
+        let to_c = b.dev.allowed().lookup("10.0.3.1".parse().unwrap()).cloned();
+        assert_eq!(
+            to_c.map(|p| p.public_key),
+            (what == "changing C").then_some(c),
+            "{what}: C's allowed IPs"
+        );
+        // Data flows both ways on the same session, and B starts no handshake.
+        let d = a.send(&ipv4(A_TUN, B_TUN, what.as_bytes()), t0).unwrap();
+        assert_eq!(b.recv(at(A_ADDR, 0), &[d], t0).len(), 1, "{what}");
+        let d = b.send(&ipv4(B_TUN, A_TUN, what.as_bytes()), t0).unwrap();
+        assert!(b.cap.take().is_empty(), "{what}: B sent something else");
+        assert_eq!(a.recv(at(B_ADDR, 0), &[d], t0).len(), 1, "{what}");
+    }
+    assert_eq!(b.dev.peers().len(), 1);
+}
+
+#[test]
+fn a_replayed_initiation_or_response_changes_nothing() {
+    let t0 = Instant::now();
+    let (a, b) = sides(t0);
+    assert!(a.send(&ipv4(A_TUN, B_TUN, b"x"), t0).is_none());
+    let init = a.cap.take();
+    b.recv(at(A_ADDR, 0), &init, t0);
+    let resp = b.cap.take();
+    a.recv(at(B_ADDR, 0), &resp, t0);
+    let data = a.cap.take();
+    assert_eq!(b.recv(at(A_ADDR, 0), &data, t0).len(), 1);
+    let current = |s: &Side| s.peer().sessions.read().current.clone().unwrap();
+    let (sa, sb) = (current(&a), current(&b));
+    let (ia, ib) = (a.dev.index_entries(), b.dev.index_entries());
+    // Both messages replayed, later and from an attacker's address.
+    let later = t0 + Duration::from_secs(2);
+    let attacker = at("198.51.100.9:4000", 1);
+    b.recv(attacker, &init, later);
+    a.recv(attacker, &resp, later);
+    assert!(b.cap.take().is_empty(), "B answered a replayed initiation");
+    assert!(a.cap.take().is_empty(), "A answered a replayed response");
+    for (s, was, idx) in [(&a, &sa, ia), (&b, &sb, ib)] {
+        assert!(Arc::ptr_eq(was, &current(s)), "a replay replaced a session");
+        assert_eq!(s.dev.index_entries(), idx, "a replay took an index");
+        let seen = s.peer().endpoints.lock().seen(later);
+        assert!(
+            !seen.iter().any(|(_, addr, _)| addr.port() == 4000),
+            "a replay taught an address: {seen:?}"
+        );
+    }
+    assert_eq!(b.peer().endpoint_addr(), Some(A_ADDR.parse().unwrap()));
+    assert_eq!(a.peer().endpoint_addr(), Some(B_ADDR.parse().unwrap()));
+    // The tunnel carries on.
+    let d = a.send(&ipv4(A_TUN, B_TUN, b"on"), later).unwrap();
+    assert_eq!(b.recv(at(A_ADDR, 0), &[d], later).len(), 1);
+}

@@ -243,6 +243,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cookie_is_worthless_once_the_secret_rotates() {
+        let responder_pub = [5u8; 32];
+        let checker = CookieChecker::new(&responder_pub);
+        let mut state = CookieState::new(&responder_pub);
+        let t0 = Instant::now();
+        let src: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let mut msg = [0u8; 148];
+        msg[0] = 1;
+        state.add_macs(&mut msg, t0);
+        assert!(state.consume_reply(&checker.reply(&msg, src, t0), t0));
+        let just_before = t0 + COOKIE_LIFETIME - Duration::from_secs(1);
+        state.add_macs(&mut msg, just_before);
+        assert_eq!(checker.check(&msg, src, just_before), MacCheck::Mac2Valid);
+        // The same mac2 once the checker's secret is older than its lifetime.
+        let after = t0 + COOKIE_LIFETIME + Duration::from_secs(1);
+        assert_eq!(checker.check(&msg, src, after), MacCheck::Mac1Only);
+        // And the initiator no longer writes a mac2 with a cookie that old.
+        state.add_macs(&mut msg, after);
+        assert_eq!(msg[148 - 16..], [0; 16]);
+    }
+
+    #[test]
     fn forged_cookie_reply_is_refused() {
         let mut state = CookieState::new(&[1u8; 32]);
         let mut msg = [0u8; 92];
