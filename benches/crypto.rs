@@ -105,14 +105,7 @@ fn mpwg_pair() -> (Session, Session) {
         remote_index: 20,
         initiator: true,
     };
-    let b = SessionKeys {
-        send: [2; 32],
-        recv: [1; 32],
-        local_index: 20,
-        remote_index: 10,
-        initiator: false,
-    };
-    (Session::new(&a, now), Session::new(&b, now))
+    (Session::new(&a, now), Session::new(&a.mirrored(), now))
 }
 
 fn mpwg_seal(s: &Session, m: &mut Msg, packet: &[u8]) {

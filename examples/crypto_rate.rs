@@ -65,14 +65,7 @@ fn sessions() -> (Session, Session) {
         remote_index: 2,
         initiator: true,
     };
-    let b = SessionKeys {
-        send: [9; 32],
-        recv: [7; 32],
-        local_index: 2,
-        remote_index: 1,
-        initiator: false,
-    };
-    (Session::new(&a, now), Session::new(&b, now))
+    (Session::new(&a, now), Session::new(&a.mirrored(), now))
 }
 
 fn main() {

@@ -704,6 +704,34 @@ impl Notified {
     }
 }
 
+/// B, the far side of the systemd and wg-quick tests: a two-path mpwg on veth0 and
+/// veth1, configured with `wg set` (port 51821, tunnel address 10.100.0.2) for the peer
+/// whose private key is `a_key`, at 10.99.0.1:51820.
+fn far_side(b_ns: &Netns, b_dev: &str, b_key: &str, a_key: &str, dir: &TempDir) -> Daemon {
+    let b = Daemon::mpwg(b_ns, b_dev, &["--path", "veth0", "--path", "veth1"]);
+    let b_key_file = dir.secret_file("b.key", b_key);
+    wg(
+        b_ns,
+        &[
+            "set",
+            b_dev,
+            "listen-port",
+            "51821",
+            "private-key",
+            b_key_file.to_str().unwrap(),
+            "peer",
+            &pubkey(a_key),
+            "allowed-ips",
+            "10.100.0.1/32",
+            "endpoint",
+            "10.99.0.1:51820",
+        ],
+    );
+    b_ns.ip(&["addr", "add", "10.100.0.2/24", "dev", b_dev]);
+    b_ns.ip(&["link", "set", b_dev, "up"]);
+    b
+}
+
 #[test]
 fn notify_socket_gets_ready_when_the_tunnel_can_carry_traffic() {
     let Some(_lab) = lab("notify_socket_gets_ready_when_the_tunnel_can_carry_traffic") else {
@@ -715,28 +743,7 @@ fn notify_socket_gets_ready_when_the_tunnel_can_carry_traffic() {
     let (a_dev, b_dev) = (unique_dev(), unique_dev());
     let (a_key, b_key) = (genkey(), genkey());
     let dir = TempDir::new();
-    let paths = ["--path", "veth0", "--path", "veth1"];
-    let _b = Daemon::mpwg(&b_ns, &b_dev, &paths);
-    let b_key_file = dir.secret_file("b.key", &b_key);
-    wg(
-        &b_ns,
-        &[
-            "set",
-            &b_dev,
-            "listen-port",
-            "51821",
-            "private-key",
-            b_key_file.to_str().unwrap(),
-            "peer",
-            &pubkey(&a_key),
-            "allowed-ips",
-            "10.100.0.1/32",
-            "endpoint",
-            "10.99.0.1:51820",
-        ],
-    );
-    b_ns.ip(&["addr", "add", "10.100.0.2/24", "dev", &b_dev]);
-    b_ns.ip(&["link", "set", &b_dev, "up"]);
+    let _b = far_side(&b_ns, &b_dev, &b_key, &a_key, &dir);
     let conf = dir.secret_file(
         "a.conf",
         &format!(
@@ -752,8 +759,14 @@ fn notify_socket_gets_ready_when_the_tunnel_can_carry_traffic() {
         ("NOTIFY_SOCKET", sock_s.as_str()),
         ("WATCHDOG_USEC", "400000"),
     ];
-    let mut args = paths.to_vec();
-    args.extend(["--config", conf.to_str().unwrap()]);
+    let args = [
+        "--path",
+        "veth0",
+        "--path",
+        "veth1",
+        "--config",
+        conf.to_str().unwrap(),
+    ];
     let daemon = Daemon::start_env(&a_ns, Impl::Mpwg, &a_dev, &args, &env);
     let ready = notified.wait_for(Duration::from_secs(10), "READY=1", |l| l == "READY=1");
     assert!(
@@ -898,27 +911,7 @@ fn wg_quick_two_uplinks(how: Uplinks) {
     let _cleanup = SocketsGone(a_dev.clone());
     let (a_key, b_key) = (genkey(), genkey());
     let dir = TempDir::new();
-    let _b = Daemon::mpwg(&b_ns, &b_dev, &["--path", "veth0", "--path", "veth1"]);
-    let b_key_file = dir.secret_file("b.key", &b_key);
-    wg(
-        &b_ns,
-        &[
-            "set",
-            &b_dev,
-            "listen-port",
-            "51821",
-            "private-key",
-            b_key_file.to_str().unwrap(),
-            "peer",
-            &pubkey(&a_key),
-            "allowed-ips",
-            "10.100.0.1/32",
-            "endpoint",
-            "10.99.0.1:51820",
-        ],
-    );
-    b_ns.ip(&["addr", "add", "10.100.0.2/24", "dev", &b_dev]);
-    b_ns.ip(&["link", "set", &b_dev, "up"]);
+    let _b = far_side(&b_ns, &b_dev, &b_key, &a_key, &dir);
 
     // The README's two-uplink example, with this lab's names.
     let (post_up, up_args) = match how {

@@ -231,14 +231,7 @@ mod tests {
             remote_index: 20,
             initiator: true,
         };
-        let b = SessionKeys {
-            send: [2; 32],
-            recv: [1; 32],
-            local_index: 20,
-            remote_index: 10,
-            initiator: false,
-        };
-        (Session::new(&a, now), Session::new(&b, now))
+        (Session::new(&a, now), Session::new(&a.mirrored(), now))
     }
 
     #[test]

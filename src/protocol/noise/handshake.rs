@@ -146,6 +146,21 @@ pub struct SessionKeys {
     pub initiator: bool,
 }
 
+impl SessionKeys {
+    /// The other side's keys for the same session: send and receive keys swapped, and
+    /// the indexes and roles too. What a handshake gives the peer; benches and tests use
+    /// it to make a matched pair of sessions without one.
+    pub fn mirrored(&self) -> SessionKeys {
+        SessionKeys {
+            send: self.recv,
+            recv: self.send,
+            local_index: self.remote_index,
+            remote_index: self.local_index,
+            initiator: !self.initiator,
+        }
+    }
+}
+
 /// What the initiator keeps between sending an initiation and getting the response.
 /// Its symmetric state and ephemeral secret are wiped when it is dropped.
 pub struct InitiatorState {
