@@ -22,6 +22,12 @@ scripts/install-deps.sh
 step "removing leftover test namespaces and sockets"
 # Only names our tests create: namespaces mpwgt-*, mpwg-demo-*; devices mpwt*.
 for ns in $(ip netns list | awk '{print $1}' | grep -E '^(mpwgt-|mpwg-demo-)' || true); do
+    # A test namespace is named mpwgt-<pid>-<n> after the test process that made it:
+    # while that process lives (another run, on the same machine) it is not leftover.
+    pid=$(echo "$ns" | sed -n 's/^mpwgt-\([0-9]*\)-.*/\1/p')
+    if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
+        continue
+    fi
     # Only the namespace goes: processes left in it were not started by this run,
     # and this script ends no process it did not start.
     ip netns del "$ns" && echo "removed namespace $ns"
