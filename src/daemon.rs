@@ -3,6 +3,9 @@
 //! SIGINT or SIGTERM, or until its TUN device is deleted or its UAPI socket file removed
 //! (what `wg-quick down` does to a userspace implementation). Then it removes what is
 //! left of what it created.
+//!
+//! [`run`] is `mpwg up`: signals around the same [`Builder`] and [`Handle`] a program
+//! embedding a tunnel uses (`builder.rs`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,12 +17,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::control::config::{self, ConfigError};
-use crate::control::http::{HttpError, MetricsServer};
+use crate::control::http::HttpError;
 use crate::control::notify::Notifier;
 use crate::control::request::{ControlHandler, Request};
-use crate::control::show::{self, ControlServer, PathRow, QueueRow, Show};
+use crate::control::show::{self, PathRow, QueueRow, Show};
 use crate::control::status::{self, Status};
-use crate::control::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler, UapiServer};
+use crate::control::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler};
 use crate::datapath;
 use crate::datapath::paths::{LinkEvent, LinkInfo, Path, PathChangeError, Paths, ReceiveMode};
 use crate::io::ipc::SocketBindError;
@@ -29,6 +32,9 @@ use crate::io::udp::UdpError;
 use crate::multipath::path::{Interface, PathArg, PathError};
 use crate::multipath::state::{Change, LinkState, SocketChange};
 use crate::protocol::device::Device;
+
+mod builder;
+pub use builder::{interfaces, Builder, Handle, InterfaceInfo, StopReason, Stopper};
 
 /// What `mpwg up` was asked for.
 #[derive(Debug, Clone)]
@@ -59,7 +65,7 @@ pub struct Options {
     pub metrics: Option<SocketAddr>,
 }
 
-/// Why the daemon could not start.
+/// What went wrong: starting a tunnel, configuring it, or changing its paths.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// Neither root nor CAP_NET_ADMIN.
@@ -112,6 +118,12 @@ pub enum DaemonError {
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    /// The device refused a configuration ([`Handle::set`]), with why.
+    #[error("{0}")]
+    Configure(String),
+    /// A path could not be added or removed ([`Handle::add_path`]), with why.
+    #[error("{0}")]
+    PathChange(String),
 }
 
 /// True if the process has CAP_NET_ADMIN in its effective set.
@@ -147,17 +159,6 @@ fn link_infos(list: &[netlink::Interface]) -> Vec<LinkInfo> {
         .collect()
 }
 
-/// Why the daemon stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// SIGINT or SIGTERM.
-    Signal(i32),
-    /// The TUN device was deleted.
-    DeviceDeleted,
-    /// The UAPI socket file was removed.
-    SocketRemoved,
-}
-
 /// Everything a running tunnel shares between its threads.
 struct Tunnel {
     name: String,
@@ -173,16 +174,18 @@ struct Tunnel {
     /// Serialises `set` requests, so a port change and the rest apply together.
     set_lock: Mutex<()>,
     /// Tells the main thread to stop.
-    stop: Mutex<mpsc::Sender<Stop>>,
+    stop: Mutex<mpsc::Sender<StopReason>>,
+    /// The flag the tunnel's threads stop on, and the one a failed worker sets.
+    life: Arc<datapath::Lifecycle>,
     /// The receive thread's end of the handshake worker's queue.
     handshakes: datapath::handshake::HandshakeQueue,
 }
 
 impl Tunnel {
-    fn spawn_receiver(self: &Arc<Self>) {
+    fn spawn_receiver(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
         let t = self.clone();
         let queue = self.tun.queues[0].clone();
-        datapath::spawn("mpwg-rx".into(), move || {
+        datapath::spawn("mpwg-rx".into(), &self.life, move || {
             datapath::rx::rx_worker(
                 &t.paths,
                 &t.device,
@@ -192,23 +195,32 @@ impl Tunnel {
                 t.receive == ReceiveMode::Primary,
                 t.decrypt_workers,
                 &t.handshakes,
+                &t.life,
             )
-        });
+        })
     }
 
-    fn spawn_senders(self: &Arc<Self>) {
+    /// The TX workers. Each ends when its TUN queue says the device is gone (the
+    /// shutdown deletes it).
+    fn spawn_senders(self: &Arc<Self>) -> Vec<std::thread::JoinHandle<()>> {
+        let mut threads = Vec::new();
         for (i, queue) in self.tun.queues.iter().enumerate() {
             let t = self.clone();
             let queue = queue.clone();
-            datapath::spawn(format!("mpwg-tx-{i}"), move || {
-                datapath::pin_to(i);
-                datapath::tx::tx_worker(&queue, &t.device, &t.paths, t.batch, t.io)
-            });
+            threads.push(datapath::spawn(
+                format!("mpwg-tx-{i}"),
+                &self.life,
+                move || {
+                    datapath::pin_to(i);
+                    datapath::tx::tx_worker(&queue, &t.device, &t.paths, t.batch, t.io)
+                },
+            ));
         }
+        threads
     }
 
     fn timer_loop(&self) {
-        loop {
+        while !self.life.is_stopping() {
             std::thread::sleep(Duration::from_millis(50));
             self.device.handle_timeout(Instant::now(), &*self.paths);
         }
@@ -220,7 +232,7 @@ impl Tunnel {
         if let Err(e) = sock.set_timeout(SOCKET_RETRY) {
             tracing::debug!("netlink: cannot set a receive timeout ({e})");
         }
-        loop {
+        while !self.life.is_stopping() {
             let msgs = match sock.recv() {
                 Ok(m) => m,
                 Err(e)
@@ -249,7 +261,7 @@ impl Tunnel {
             for m in msgs {
                 match m {
                     Message::DelLink(link) if link.index == self.tun.index() => {
-                        let _ = self.stop.lock().send(Stop::DeviceDeleted);
+                        let _ = self.stop.lock().send(StopReason::DeviceDeleted);
                     }
                     Message::NewLink(link) => {
                         let ev = LinkEvent::New {
@@ -579,165 +591,30 @@ fn resolve_config_paths(
         .collect()
 }
 
-/// Waits until a signal, netlink or a queue says to stop, checking every
-/// [`WATCH_INTERVAL`] that the device and the UAPI socket file are still there.
-fn wait_for_stop(stop: &mpsc::Receiver<Stop>, tunnel: &Tunnel, uapi: &UapiServer) -> Stop {
-    loop {
-        match stop.recv_timeout(WATCH_INTERVAL) {
-            Ok(why) => return why,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Every sender is gone: nothing can ask any more; only the checks below can.
-            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(WATCH_INTERVAL),
-        }
-        if tunnel.tun.is_gone() {
-            return Stop::DeviceDeleted;
-        }
-        if !uapi.socket_file_present() {
-            return Stop::SocketRemoved;
-        }
-    }
-}
-
 /// Runs `mpwg up`: returns when a signal asked it to stop, or the TUN device or the UAPI
 /// socket file went away, after cleaning up. `ready` is called once the device, its
 /// sockets and its configuration are up (after systemd was told `READY=1`).
 pub fn run(opts: &Options, ready: impl FnOnce()) -> Result<(), DaemonError> {
-    crate::io::tun::check_name(&opts.name)?;
-    let mut initial = SetRequest::default();
-    let mut config_paths = Vec::new();
-    if let Some(path) = &opts.config {
-        let parsed = config::load(path)?;
-        config_paths = parsed.paths.clone();
-        for nh in &parsed.not_handled {
-            tracing::warn!(
-                "{}:{}: {} is a wg-quick setting, not handled by mpwg",
-                path.display(),
-                nh.line,
-                nh.key
-            );
-        }
-        initial = parsed.request;
-    }
-    if opts.io == datapath::Io::Uring {
-        crate::io::uring::probe()?;
-    }
-    let interfaces = netlink::interfaces().map_err(DaemonError::Netlink)?;
-    let names: Vec<Interface> = interfaces
-        .iter()
-        .map(|i| Interface {
-            name: i.link.name.clone(),
-            index: i.link.index,
-        })
-        .collect();
-    let ifaces = match &opts.config {
-        Some(file) if opts.paths.is_empty() && !config_paths.is_empty() => {
-            resolve_config_paths(file, &config_paths, &names)?
-        }
-        file => {
-            if let (Some(file), false) = (file, config_paths.is_empty()) {
-                tracing::info!(
-                    "paths given on the command line: the [Path] sections of {} are not used",
-                    file.display()
-                );
-            }
-            crate::multipath::path::resolve(&opts.paths, &names)?
-        }
-    };
-    if !has_net_admin() {
-        return Err(DaemonError::NotPermitted(opts.name.clone()));
-    }
-    let port = opts.listen_port.or(initial.listen_port).unwrap_or(0);
-    let fwmark = initial.fwmark.unwrap_or(0);
-    let tun = Arc::new(Tun::create(&opts.name, opts.mtu, opts.cores)?);
-    let mut paths = Paths::open(&ifaces, port, fwmark)?;
-    paths.window = opts.endpoint_window;
-    let paths = Arc::new(paths);
-    initial.listen_port = Some(paths.port());
-    let device = Arc::new(Device::new(opts.mtu as usize));
-    device
-        .apply(&initial, Instant::now())
-        .map_err(DaemonError::Limits)?;
-    let (stop_tx, stop_rx) = mpsc::channel();
-    let (handshakes, handshake_worker) = datapath::handshake::queue();
-    let tunnel = Arc::new(Tunnel {
-        name: opts.name.clone(),
-        device,
-        paths,
-        tun,
-        receive: opts.receive,
-        batch: opts.batch,
-        decrypt_workers: opts.decrypt_workers,
-        io: opts.io,
-        mtu: opts.mtu,
-        set_lock: Mutex::new(()),
-        stop: Mutex::new(stop_tx.clone()),
-        handshakes,
-    });
-    let uapi = UapiServer::bind(&opts.name)?;
-    let control = ControlServer::bind(&opts.name)?;
-    let t = tunnel.clone();
-    let status_source: crate::control::http::StatusSource = Arc::new(move || t.status());
-    let _metrics = opts
-        .metrics
-        .map(|addr| MetricsServer::start(addr, status_source.clone()))
-        .transpose()?;
+    // Before any thread starts: a signal in between must not kill the process unclean.
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])
         .map_err(DaemonError::Signals)?;
-    let events = NetlinkSocket::open(true).map_err(DaemonError::Netlink)?;
-
-    tunnel.log_changes(tunnel.paths.sync(&link_infos(&interfaces), Instant::now()));
-    tunnel.warn_mtu(&tunnel.paths.all());
-    let t = tunnel.clone();
-    datapath::spawn("mpwg-handshake".into(), move || {
-        handshake_worker.run(&t.device, &*t.paths)
-    });
-    tunnel.spawn_receiver();
-    let t = tunnel.clone();
-    datapath::spawn("mpwg-netlink".into(), move || t.netlink_loop(events));
-    tunnel.spawn_senders();
-    let t = tunnel.clone();
-    datapath::spawn("mpwg-timers".into(), move || t.timer_loop());
-    uapi.serve(Arc::new(tunnel.clone()));
-    control.serve(tunnel.clone());
-    let all = tunnel.paths.all();
-    let labels: Vec<&str> = all.iter().map(|p| p.label()).collect();
-    tracing::info!(
-        device = %opts.name,
-        port = tunnel.paths.port(),
-        paths = ?labels,
-        uapi = %uapi.path().display(),
-        "ready"
-    );
-    drop(all);
-    let notifier = Notifier::ready(status_source);
+    let handle = Builder::from_options(opts.clone()).start()?;
+    let notifier = Notifier::ready(handle.status_source(), handle.lifecycle());
     ready();
-
-    datapath::spawn("mpwg-signals".into(), move || {
-        if let Some(sig) = signals.forever().next() {
-            let _ = stop_tx.send(Stop::Signal(sig));
-        }
-    });
-    let why = wait_for_stop(&stop_rx, &tunnel, &uapi);
+    let stopper = handle.stopper();
+    let signals_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("mpwg-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                stopper.signal(sig);
+            }
+        })
+        .map_err(DaemonError::Signals)?;
+    let why = handle.wait_with(|| notifier.stopping());
+    signals_handle.close();
     match why {
-        Stop::Signal(sig) => tracing::info!(device = %opts.name, signal = sig, "shutting down"),
-        Stop::DeviceDeleted => tracing::warn!(
-            device = %opts.name,
-            "TUN device {} was deleted: removing the sockets and exiting",
-            opts.name
-        ),
-        Stop::SocketRemoved => tracing::warn!(
-            device = %opts.name,
-            "UAPI socket {} was removed: removing the device and exiting",
-            uapi.path().display()
-        ),
+        StopReason::WorkerFailed => Err(DaemonError::WorkerFailed),
+        _ => Ok(()),
     }
-    notifier.stopping();
-    drop(control);
-    drop(uapi);
-    // The path sockets and the TUN device (which is not persistent: the kernel removes
-    // it with its last queue) close as the process exits, which it does on return.
-    if datapath::WORKER_FAILED.load(Ordering::SeqCst) {
-        return Err(DaemonError::WorkerFailed);
-    }
-    Ok(())
 }

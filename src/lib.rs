@@ -1,22 +1,51 @@
-//! mpwg: a multi-path WireGuard gateway for Linux.
+//! mpwg: a multi-path WireGuard device for Linux, as a library.
 //!
-//! The crate is layered; each folder is one layer, and imports point only downward
-//! (ARCHITECTURE.md has the map, and `scripts/modgraph.py` checks it):
+//! A [`Builder`] says what to create: the TUN device (name, MTU), the paths (uplink
+//! interfaces, by name or by index, mixed), the listen port. [`Builder::start`] creates
+//! it and returns a [`Handle`], through which a program configures the device (the
+//! UAPI's `set`, as text or typed), adds and removes paths, reads its status (what `mpwg
+//! show --json` prints) and stops it. [`interfaces`] lists the interfaces a path can
+//! use. `mpwg up` is this same builder and handle, with signals around them.
 //!
-//! * [`daemon`]: wiring, signals, clean shutdown (and `main.rs`, the command line).
-//! * [`control`]: the `wg(8)` UAPI, mpwg's own control socket, configuration files.
-//! * [`datapath`]: the threads that move batches between the I/O edge and the core, and
-//!   the sockets of the paths.
-//! * [`protocol`]: the WireGuard protocol core, sans-IO: bytes and `now` in, bytes and
-//!   deadlines out.
-//! * [`multipath`]: the path model (path ids, per-path endpoints) and the scheduler that
-//!   decides which paths a packet takes. Pure logic.
-//! * [`io`]: the edge: TUN, UDP, io_uring, netlink, Unix sockets. Every `unsafe` block
-//!   lives here.
+//! ```no_run
+//! // Every packet leaves on eth0 and on wlan0; the far end keeps the first copy.
+//! let tunnel = mpwg::Builder::new("wg0")
+//!     .paths(["eth0", "wlan0"])
+//!     .listen_port(51820)
+//!     .start()?;
+//! // Configure it as wg(8) would (or let wg(8) do it, on /var/run/wireguard/wg0.sock).
+//! tunnel.set("private_key=e84b5a6d2717c1003a13b431570353dbaca9146cf150c5f8575680feba52027a")?;
+//! println!("{}", tunnel.status().to_json());
+//! tunnel.stop();
+//! # Ok::<(), mpwg::Error>(())
+//! ```
+//!
+//! The modules below are the implementation, public for mpwg's own tests, benchmarks
+//! and fuzzers, and hidden from this documentation: what is shown here is the API.
+//! ARCHITECTURE.md has their map.
+#![deny(missing_docs)]
 
+#[doc(hidden)]
 pub mod control;
+#[doc(hidden)]
 pub mod daemon;
+#[doc(hidden)]
 pub mod datapath;
+#[doc(hidden)]
 pub mod io;
+#[doc(hidden)]
 pub mod multipath;
+#[doc(hidden)]
 pub mod protocol;
+
+pub use control::status::{DropCounts, HandshakeCounts, PathStatus, PeerStatus, Status};
+pub use daemon::{interfaces, Builder, Handle, InterfaceInfo, StopReason, Stopper};
+pub use datapath::paths::ReceiveMode;
+pub use datapath::Io;
+pub use protocol::key::Key;
+pub use protocol::request::{PeerUpdate, SetRequest};
+
+/// What can go wrong, each with a message that says what and what to do: starting a
+/// tunnel ([`Builder::start`]), configuring it ([`Handle::set`]), changing its paths
+/// ([`Handle::add_path`]), listing interfaces.
+pub type Error = daemon::DaemonError;

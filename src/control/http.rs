@@ -67,8 +67,13 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `addr` and starts answering requests with what `source` reports.
-    pub fn start(addr: SocketAddr, source: StatusSource) -> Result<MetricsServer, HttpError> {
+    /// Binds `addr` and starts answering requests with what `source` reports, on threads
+    /// of the tunnel `life` belongs to.
+    pub fn start(
+        addr: SocketAddr,
+        source: StatusSource,
+        life: &Arc<datapath::Lifecycle>,
+    ) -> Result<MetricsServer, HttpError> {
         let listener =
             TcpListener::bind(addr).map_err(|source| HttpError::Bind { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
@@ -81,7 +86,7 @@ impl MetricsServer {
         for i in 0..THREADS {
             let server = server.clone();
             let source = source.clone();
-            datapath::spawn(format!("mpwg-http-{i}"), move || {
+            datapath::spawn(format!("mpwg-http-{i}"), life, move || {
                 // recv() fails only once the server is unblocked (dropped).
                 while let Ok(request) = server.recv() {
                     answer(request, &source);
@@ -216,7 +221,9 @@ mod tests {
     #[test]
     fn serves_metrics_status_and_page_and_nothing_else() {
         let source: StatusSource = Arc::new(sample);
-        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), source).unwrap();
+        let server =
+            MetricsServer::start("127.0.0.1:0".parse().unwrap(), source, &Default::default())
+                .unwrap();
         let a = server.addr();
         let close = "Connection: close\r\n\r\n";
 
@@ -266,7 +273,7 @@ mod tests {
     fn a_taken_port_is_an_error_that_says_so() {
         let held = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = held.local_addr().unwrap();
-        let e = MetricsServer::start(addr, Arc::new(sample))
+        let e = MetricsServer::start(addr, Arc::new(sample), &Default::default())
             .err()
             .expect("the port is taken");
         let msg = e.to_string();

@@ -47,8 +47,9 @@ fn status_line(source: &StatusSource) -> String {
 
 impl Notifier {
     /// Tells the service manager the device is ready, and starts following path states
-    /// (and feeding the watchdog, if one is set) on a thread of its own.
-    pub fn ready(source: StatusSource) -> Notifier {
+    /// (and feeding the watchdog, if one is set, while no worker of the tunnel `life`
+    /// belongs to has failed) on a thread of its own.
+    pub fn ready(source: StatusSource, life: &Arc<datapath::Lifecycle>) -> Notifier {
         let stop = Arc::new(AtomicBool::new(false));
         if std::env::var_os("NOTIFY_SOCKET").is_none() {
             return Notifier {
@@ -64,7 +65,8 @@ impl Notifier {
         }
         let tick = watchdog.map_or(STATUS_EVERY, |w| (w / 2).min(STATUS_EVERY));
         let flag = stop.clone();
-        datapath::spawn("mpwg-notify".into(), move || {
+        let tunnel = life.clone();
+        datapath::spawn("mpwg-notify".into(), life, move || {
             let mut since_status = Duration::ZERO;
             let mut since_watchdog = Duration::ZERO;
             while !flag.load(Ordering::Relaxed) {
@@ -86,7 +88,7 @@ impl Notifier {
                     states.push(NotifyState::Status(l));
                 }
                 if let Some(w) = watchdog {
-                    if since_watchdog >= w / 2 && !datapath::WORKER_FAILED.load(Ordering::Relaxed) {
+                    if since_watchdog >= w / 2 && !tunnel.failed() {
                         since_watchdog = Duration::ZERO;
                         states.push(NotifyState::Watchdog);
                     }

@@ -14,14 +14,19 @@
 //! does the Diffie-Hellman work.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::datapath::Lifecycle;
 
 use crate::multipath::path::Source;
 use crate::protocol::device::Device;
 use crate::protocol::noise::messages::INITIATION_LEN;
 use crate::protocol::transmit::Transmit;
+
+/// How often an idle worker checks whether its tunnel stops.
+pub const STOP_CHECK: Duration = Duration::from_millis(200);
 
 /// Messages the queue holds, as the kernel's MAX_QUEUED_INCOMING_HANDSHAKES.
 pub const QUEUE_DEPTH: usize = 4096;
@@ -87,10 +92,16 @@ impl HandshakeQueue {
 }
 
 impl HandshakeWorker {
-    /// Handles queued messages until every [`HandshakeQueue`] is dropped. Replies
-    /// (responses, cookie replies, the first data of a new session) go out through `tx`.
-    pub fn run(self, device: &Device, tx: &dyn Transmit) {
-        for job in self.rx.iter() {
+    /// Handles queued messages until `stop` says the tunnel stops (checked at least every
+    /// [`STOP_CHECK`]) or every [`HandshakeQueue`] is dropped. Replies (responses, cookie
+    /// replies, the first data of a new session) go out through `tx`.
+    pub fn run(self, device: &Device, tx: &dyn Transmit, stop: &Lifecycle) {
+        while !stop.is_stopping() {
+            let job = match self.rx.recv_timeout(STOP_CHECK) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             let now = Instant::now();
             device.note_handshake_backlog(self.rx.len() + 1, now);
             device.receive_handshake(job.src, &job.buf[..job.len], now, tx);

@@ -21,7 +21,8 @@ pub mod rx;
 pub mod tx;
 
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The most bytes one packet (or super-packet) can have.
 const MAX_PACKET: usize = 65535;
@@ -55,26 +56,53 @@ pub fn pin_to(core: usize) {
     }
 }
 
-/// Set when a worker thread panicked: the daemon then shuts down (cleanly, through the
-/// same path as SIGTERM) and exits nonzero, rather than run on with a dead worker.
-pub static WORKER_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The life of one tunnel's threads: the flag every loop checks to end ([`Lifecycle::stop`],
+/// set by the daemon's shutdown), and the one a worker that panicked sets
+/// ([`Lifecycle::failed`]), so the daemon (or the program embedding the tunnel) shuts
+/// that tunnel down cleanly, and no other. Each tunnel has its own.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    stopping: AtomicBool,
+    failed: AtomicBool,
+}
 
-/// Runs `f`; if it panics, logs it and asks the daemon to stop.
-fn guarded(name: &str, f: impl FnOnce()) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-        tracing::error!("worker thread {name} failed: shutting down");
-        WORKER_FAILED.store(true, Ordering::SeqCst);
-        // The main thread's signal loop then runs the normal shutdown.
-        let _ = signal_hook::low_level::raise(libc::SIGTERM);
+impl Lifecycle {
+    /// Asks every thread of the tunnel to end.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the tunnel is shutting down: loops end.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// True if a worker thread of the tunnel panicked.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 }
 
-/// Starts `f` on a named thread. If it panics, the panic is logged and the daemon is asked
-/// to stop.
-pub fn spawn(name: String, f: impl FnOnce() + Send + 'static) {
+/// Runs `f`; if it panics, logs it and marks the tunnel failed: its daemon then shuts it
+/// down (cleanly, as on SIGTERM) rather than run on with a dead worker.
+fn guarded(name: &str, life: &Lifecycle, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("worker thread {name} failed: shutting down");
+        life.failed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts `f` on a named thread of the tunnel `life` belongs to. If it panics, the panic
+/// is logged and the tunnel marked failed ([`Lifecycle::failed`]).
+pub fn spawn(
+    name: String,
+    life: &Arc<Lifecycle>,
+    f: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     let thread_name = name.clone();
+    let life = life.clone();
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || guarded(&thread_name, f))
-        .expect("spawning a thread");
+        .spawn(move || guarded(&thread_name, &life, f))
+        .expect("spawning a thread")
 }

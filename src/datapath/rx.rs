@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::datapath::handshake::HandshakeQueue;
 use crate::datapath::paths::{Path, PathSocket, Paths};
 use crate::datapath::queueing::{Dispatcher, Writer};
-use crate::datapath::{guarded, pin_to, would_block, Io, MAX_PACKET};
+use crate::datapath::{guarded, pin_to, would_block, Io, Lifecycle, MAX_PACKET};
 use crate::io::poll::PollSet;
 use crate::io::tun::{GROTable, TunQueue};
 use crate::io::uring::UringRx;
@@ -38,7 +38,7 @@ const RX_IDLE: Duration = Duration::from_millis(200);
 /// packets reach the TUN in the order they arrived: each socket delivers in order, and a
 /// copy on one path is never handled before an older packet's copy on the same path. Two
 /// receive threads (one per path) would interleave their TUN writes and reorder flows
-/// whose packets win on different paths. Runs until the process ends; rebuilds its
+/// whose packets win on different paths. Runs until `life` says the tunnel stops; rebuilds its
 /// socket set when a listen port change replaces the sockets.
 #[allow(clippy::too_many_arguments)]
 pub fn rx_worker(
@@ -50,11 +50,12 @@ pub fn rx_worker(
     primary_only: bool,
     decrypt_workers: usize,
     handshakes: &HandshakeQueue,
+    life: &Lifecycle,
 ) {
     if decrypt_workers == 0 {
         let sink = Sink::inline(queue, batch_size);
         let mut rx = Receiver::new(device, paths, handshakes, sink);
-        return receive_loop(&mut rx, paths, io, primary_only);
+        return receive_loop(&mut rx, paths, io, primary_only, life);
     }
     let (dispatcher, workers, writer) = crate::datapath::queueing::queues(
         decrypt_workers,
@@ -69,7 +70,7 @@ pub fn rx_worker(
             std::thread::Builder::new()
                 .name(name.clone())
                 .spawn_scoped(s, move || {
-                    guarded(&name, || {
+                    guarded(&name, life, || {
                         pin_to(i);
                         decrypt_worker(work, writer, device, paths, queue)
                     })
@@ -77,19 +78,20 @@ pub fn rx_worker(
                 .expect("spawning a thread");
         }
         let mut rx = Receiver::new(device, paths, handshakes, Sink::workers(dispatcher));
-        receive_loop(&mut rx, paths, io, primary_only)
+        receive_loop(&mut rx, paths, io, primary_only, life)
     })
 }
 
 /// The receive thread's loop over every path socket's ring (or socket). When the paths'
 /// sockets change ([`Paths::generation`]: a path added or removed, an interface gone or
 /// back, a port change) it rebuilds its set, keeping the rings of the sockets that stay,
-/// so the other paths lose nothing.
-fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool) {
+/// so the other paths lose nothing. Returns once `life` says the tunnel stops (seen
+/// within [`RX_IDLE`]).
+fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, life: &Lifecycle) {
     // The rings of the sockets read so far (the ring first: it goes before its socket).
     let mut kept: Vec<(UringRx, Arc<PathSocket>)> = Vec::new();
     let mut uring = io == Io::Uring;
-    loop {
+    while !life.is_stopping() {
         let generation = paths.generation();
         let set: Vec<(Arc<Path>, Arc<PathSocket>)> = paths
             .all()
@@ -97,7 +99,7 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool) {
             .take(if primary_only { 1 } else { usize::MAX })
             .filter_map(|p| Some((p.clone(), p.socket()?)))
             .collect();
-        let changed = || paths.generation() != generation;
+        let changed = || paths.generation() != generation || life.is_stopping();
         if uring {
             let mut rings = Vec::with_capacity(set.len());
             let mut failed = None;

@@ -292,17 +292,23 @@ impl NetlinkSocket {
     /// Sets one 32-bit attribute of link `index` (RTM_SETLINK) and waits for the ack.
     fn set_link_u32(&self, index: u32, attr: u16, value: u32) -> io::Result<()> {
         let mut req = [0u8; NLMSG_HDR + IFINFOMSG + 8];
-        let len = req.len() as u32;
-        req[0..4].copy_from_slice(&len.to_ne_bytes());
-        req[4..6].copy_from_slice(&RTM_SETLINK.to_ne_bytes());
-        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        req[8..12].copy_from_slice(&2u32.to_ne_bytes());
-        req[NLMSG_HDR] = libc::AF_UNSPEC as u8;
-        req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&index.to_ne_bytes());
         let a = NLMSG_HDR + IFINFOMSG;
         req[a..a + 2].copy_from_slice(&8u16.to_ne_bytes());
         req[a + 2..a + 4].copy_from_slice(&attr.to_ne_bytes());
         req[a + 4..a + 8].copy_from_slice(&value.to_ne_bytes());
+        self.link_request(RTM_SETLINK, index, &mut req)
+    }
+
+    /// Sends `req` (room for the header, an ifinfomsg and the attributes after them,
+    /// already written) as a `kind` request about link `index`, and waits for the ack.
+    fn link_request(&self, kind: u16, index: u32, req: &mut [u8]) -> io::Result<()> {
+        let len = req.len() as u32;
+        req[0..4].copy_from_slice(&len.to_ne_bytes());
+        req[4..6].copy_from_slice(&kind.to_ne_bytes());
+        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        req[8..12].copy_from_slice(&2u32.to_ne_bytes());
+        req[NLMSG_HDR] = libc::AF_UNSPEC as u8;
+        req[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&index.to_ne_bytes());
         // SAFETY: req is a valid buffer of req.len() bytes.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
         if n < 0 {
@@ -373,6 +379,15 @@ pub fn set_gso_max_segs(index: u32, segments: u32) -> io::Result<()> {
     let sock = NetlinkSocket::open(false)?;
     sock.set_timeout(Duration::from_secs(2))?;
     sock.set_link_u32(index, IFLA_GSO_MAX_SEGS, segments)
+}
+
+/// Deletes link `index` (`ip link del`), as a daemon stopping a tunnel does to the TUN
+/// device it created.
+pub fn delete_link(index: u32) -> io::Result<()> {
+    let sock = NetlinkSocket::open(false)?;
+    sock.set_timeout(Duration::from_secs(2))?;
+    let mut req = [0u8; NLMSG_HDR + IFINFOMSG];
+    sock.link_request(RTM_DELLINK, index, &mut req)
 }
 
 /// `mpwg interfaces`: one line per interface.
