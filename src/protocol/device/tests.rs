@@ -564,3 +564,52 @@ fn a_replayed_initiation_or_response_changes_nothing() {
     let d = a.send(&ipv4(A_TUN, B_TUN, b"on"), later).unwrap();
     assert_eq!(b.recv(at(A_ADDR, 0), &[d], later).len(), 1);
 }
+
+#[test]
+fn a_set_past_the_allowed_ips_limit_is_refused_whole() {
+    use crate::protocol::cidr::Cidr;
+    use crate::protocol::device::{ApplyError, MAX_ALLOWED_IPS};
+    let t0 = Instant::now();
+    let (a, b) = tunnel(t0);
+    let prefixes = |n: usize| -> Vec<Cidr> {
+        (0..n as u128)
+            .map(|i| {
+                Cidr::new(
+                    std::net::Ipv6Addr::from((0xfd00u128 << 112) | i).into(),
+                    128,
+                )
+            })
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    // B holds A's one prefix: one more than the limit's remainder is too many...
+    let c = Key::generate().public_key();
+    let mut u = PeerUpdate::new(c);
+    u.endpoint = Some("192.0.2.3:51820".parse().unwrap());
+    u.allowed_ips = prefixes(MAX_ALLOWED_IPS);
+    let mut req = SetRequest {
+        fwmark: Some(7),
+        peers: vec![u],
+        ..SetRequest::default()
+    };
+    let err = b.dev.apply(&req, t0).unwrap_err();
+    assert_eq!(
+        err,
+        ApplyError::TooManyAllowedIps {
+            would: MAX_ALLOWED_IPS + 1,
+            limit: MAX_ALLOWED_IPS
+        }
+    );
+    assert!(err.to_string().contains("limit of 1048576"), "{err}");
+    // ...and nothing of it was applied: no peer, no mark, A's session and route as before.
+    assert_eq!(b.dev.peers().len(), 1);
+    assert_eq!(b.dev.fwmark(), 0);
+    assert_eq!(b.dev.allowed().len(), 1);
+    let d = a.send(&ipv4(A_TUN, B_TUN, b"still"), t0).unwrap();
+    assert_eq!(b.recv(at(A_ADDR, 0), &[d], t0).len(), 1);
+    // Replacing A's prefixes instead of adding to them makes room (checked, not applied:
+    // a million prefixes is what the limit is for).
+    req.peers[0].public_key = a.key.public_key();
+    req.peers[0].replace_allowed_ips = true;
+    assert_eq!(b.dev.check(&req), Ok(()));
+}
