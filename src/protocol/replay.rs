@@ -260,6 +260,52 @@ mod tests {
         }
     }
 
+    /// A model test of the commit times: over random commits at random, advancing
+    /// times, `committed_within` is never true for a counter that was not committed
+    /// within the span asked about (what keeps an old packet replayed later from
+    /// teaching an address), and always true for one of the last 64 commits that was.
+    mod times {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            #[test]
+            fn committed_within_never_vouches_for_an_old_commit(
+                ops in proptest::collection::vec((-300i64..300, 0u64..400, any::<bool>()), 1..300),
+            ) {
+                let t0 = Instant::now();
+                let within = Duration::from_millis(500);
+                let mut w = ReplayWindow::default();
+                let mut when: HashMap<u64, Instant> = HashMap::new();
+                let mut order: Vec<u64> = Vec::new();
+                let (mut top, mut now) = (1_000u64, t0);
+                for (delta, step_ms, check) in ops {
+                    now += Duration::from_millis(step_ms);
+                    let c = top.saturating_add_signed(delta);
+                    if check {
+                        let got = w.committed_within(c, now, within);
+                        let truth = when
+                            .get(&c)
+                            .is_some_and(|&t| now.duration_since(t) <= within);
+                        prop_assert!(!got || truth, "vouched for {} committed {:?} ago", c,
+                            when.get(&c).map(|&t| now.duration_since(t)));
+                        let recent = order.iter().rev().take(RECENT).any(|&n| n == c);
+                        if truth && recent {
+                            prop_assert!(got, "forgot {}, committed {:?} ago", c,
+                                now.duration_since(when[&c]));
+                        }
+                    } else if w.commit_at(c, now) {
+                        when.insert(c, now);
+                        order.push(c);
+                        top = top.max(c);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_big_jump_clears_the_bitmap() {
         let mut w = ReplayWindow::default();
