@@ -14,6 +14,9 @@
 //!   uplink absent at start and added with `mpwg path add`; `mpwg path del` during a
 //!   ping loses nothing, and `path add` brings the path back. Against mpwg and
 //!   wireguard-go.
+//! * A path with a 1400-byte MTU beside a 1500-byte one: reported, bulk intact, GSO on.
+//! * A server with two addresses on one uplink answers from the one it was reached at
+//!   (IP_PKTINFO), against mpwg and wireguard-go.
 //!
 //! Each test builds its own namespaces (see `common`), needs root, and prints a skip
 //! message and passes without it: `sudo cargo test --release --test lifecycle`.
@@ -411,6 +414,12 @@ impl Routed {
     /// (listen port 51821), configured with `wg set`: A's endpoint is B's service
     /// address; B learns A's. Tunnel addresses 10.N.100.1/24 and 10.N.100.2/24.
     fn tunnel(&self, a_args: &[&str], far: Far) -> Tunnel {
+        self.tunnel_dialed(a_args, far, None)
+    }
+
+    /// [`Routed::tunnel`], or with `b_dials` the other way round: B's endpoint is
+    /// `b_dials` (an address of A's, port 51820), and A has none (it learns B's).
+    fn tunnel_dialed(&self, a_args: &[&str], far: Far, b_dials: Option<&str>) -> Tunnel {
         let (dev_a, dev_b) = (unique_dev(), unique_dev());
         let mut args = vec!["--listen-port", "51820"];
         args.extend(a_args);
@@ -434,36 +443,35 @@ impl Routed {
         let (allowed_a, allowed_b) = (format!("{tun_a}/32"), format!("{tun_b}/32"));
         let key_a = key_a.to_str().unwrap();
         let key_b = key_b.to_str().unwrap();
-        wg(
-            &self.a,
-            &[
-                "set",
-                &dev_a,
-                "private-key",
-                key_a,
-                "peer",
-                &pub_b,
-                "allowed-ips",
-                &allowed_b,
-                "endpoint",
-                &endpoint,
-            ],
-        );
-        wg(
-            &self.b,
-            &[
-                "set",
-                &dev_b,
-                "listen-port",
-                "51821",
-                "private-key",
-                key_b,
-                "peer",
-                &pub_a,
-                "allowed-ips",
-                &allowed_a,
-            ],
-        );
+        let mut set_a = vec![
+            "set",
+            &dev_a,
+            "private-key",
+            key_a,
+            "peer",
+            &pub_b,
+            "allowed-ips",
+            &allowed_b,
+        ];
+        let mut set_b = vec![
+            "set",
+            &dev_b,
+            "listen-port",
+            "51821",
+            "private-key",
+            key_b,
+            "peer",
+            &pub_a,
+            "allowed-ips",
+            &allowed_a,
+        ];
+        let a_endpoint = b_dials.map(|a| format!("{a}:51820"));
+        match &a_endpoint {
+            None => set_a.extend(["endpoint", endpoint.as_str()]),
+            Some(e) => set_b.extend(["endpoint", e.as_str()]),
+        }
+        wg(&self.a, &set_a);
+        wg(&self.b, &set_b);
         for (ns, dev, addr) in [(&self.a, &dev_a, &tun_a), (&self.b, &dev_b, &tun_b)] {
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
             ns.ip(&["link", "set", dev, "up"]);
@@ -1138,4 +1146,151 @@ fn a_small_mtu_path_beside_a_normal_one_carries_bulk_and_gso_stays_on() {
         "A's a1 (MTU 1500) sent {pkts} datagrams in {calls_1} calls: GSO is not in use:\n{}",
         after.text
     );
+}
+
+/// The elements of nft set `set` of B's table `sources_b`, as `IFACE ADDRESS` strings.
+fn nft_set(ns: &Netns, set: &str) -> std::collections::BTreeSet<String> {
+    let listing = ns.run(&["nft", "list", "set", "inet", "sources_b", set]);
+    let Some((_, rest)) = listing.split_once("elements = {") else {
+        return Default::default();
+    };
+    let body = rest.split('}').next().unwrap_or("");
+    body.split(',')
+        .filter_map(|e| {
+            // `"b1" . 10.90.1.9`
+            let (iface, addr) = e.split_once(" . ")?;
+            Some(format!(
+                "{} {}",
+                iface.trim().trim_matches('"'),
+                addr.trim()
+            ))
+        })
+        .collect()
+}
+
+/// Source address: A's uplink `a1` has a second address, 10.N.1.9, and B's endpoint for A
+/// points there (B dials A). A answers from the address B wrote to, not from 10.N.1.1,
+/// which the kernel would pick. nft sets in B record, per B interface, every address B
+/// sent to at A's port and every address A's datagrams came from: the second must be
+/// within the first. And B keeps sending to 10.N.1.9 on `b1` (a peer roams to the source
+/// of what it receives: `wg show` at wireguard-go, `mpwg show` at mpwg).
+///
+/// * Against wireguard-go (one path each), from the first datagram, the handshake
+///   response included: A's datagrams all come from 10.N.1.9.
+/// * mpwg to mpwg (two paths each), once the handshake is done, every ping reply on both
+///   paths. Until B is heard on a path, A sends there from the kernel's choice (the
+///   address B wrote to on another path may belong to another provider), so the
+///   handshake response's copy on `a2` is not counted; B then writes to that address on
+///   `b2`, and A answers from it.
+fn replies_leave_from_the_address_the_peer_wrote_to(far_mpwg: bool) {
+    let (net, a_paths): (u8, &[usize]) = if far_mpwg { (90, &[1, 2]) } else { (91, &[1]) };
+    let b_paths = if far_mpwg { 2 } else { 1 };
+    let lab = Routed::new(net, b_paths, a_paths, &[1, 2][..b_paths]);
+    let second = format!("10.{net}.1.9");
+    lab.a
+        .ip(&["addr", "add", &format!("{second}/24"), "dev", "a1"]);
+    let record = || {
+        nft(
+            &lab.b,
+            "table inet sources_b {\n\
+             \x20 set to_a { type ifname . ipv4_addr; flags dynamic; }\n\
+             \x20 set from_a { type ifname . ipv4_addr; flags dynamic; }\n\
+             \x20 chain out { type filter hook output priority 0; policy accept;\n\
+             \x20   udp dport 51820 add @to_a { oifname . ip daddr }\n\
+             \x20 }\n\
+             \x20 chain in { type filter hook input priority 0; policy accept;\n\
+             \x20   udp sport 51820 counter add @from_a { iifname . ip saddr }\n\
+             \x20 }\n\
+             }\n",
+        )
+    };
+    if !far_mpwg {
+        record();
+    }
+    let a_args: Vec<&str> = if far_mpwg {
+        vec!["--path", "a1", "--path", "a2"]
+    } else {
+        vec!["--path", "a1"]
+    };
+    let far = if far_mpwg {
+        Far::Mpwg(&["--path", "b1", "--path", "b2"])
+    } else {
+        Far::WireguardGo
+    };
+    let t = lab.tunnel_dialed(&a_args, far, Some(&second));
+    let tun_a = format!("10.{net}.100.1");
+    assert!(
+        ping_until(&lab.b, &tun_a, Duration::from_secs(10)),
+        "no ping reply B -> A ({} -> {})",
+        t.dev_b,
+        t.dev_a
+    );
+    if far_mpwg {
+        record();
+    }
+    let e = EchoStream::start(&lab.b, &tun_a, 100, "0.01").finish(&lab.b);
+    assert_eq!(e.lost(), 0, "pings lost:\n{}", e.ping_output);
+
+    let (to_a, from_a) = (nft_set(&lab.b, "to_a"), nft_set(&lab.b, "from_a"));
+    let listing = lab.b.run(&["nft", "list", "table", "inet", "sources_b"]);
+    let show_a = mpwg_show(&t.dev_a).text;
+    eprintln!("B wrote to A at {to_a:?}; A's datagrams came from {from_a:?}");
+    let stray: Vec<&String> = from_a.difference(&to_a).collect();
+    assert!(
+        stray.is_empty(),
+        "A sent from {stray:?}, where B never wrote to (B wrote to {to_a:?}):\n{listing}\n{show_a}"
+    );
+    let on_b1 = format!("b1 {second}");
+    assert!(
+        from_a.contains(&on_b1),
+        "no datagram from {second} on b1: {from_a:?}\n{listing}"
+    );
+    let received: u64 = listing
+        .lines()
+        .find(|l| l.contains("counter packets"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "packets").nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in:\n{listing}"));
+    assert!(
+        received >= 100,
+        "B got only {received} datagrams from A:\n{listing}"
+    );
+    if far_mpwg {
+        let b = mpwg_show(&t.dev_b);
+        assert!(
+            from_a.iter().any(|e| e.starts_with("b2 ")),
+            "nothing from A on b2: {from_a:?}\n{}",
+            b.text
+        );
+        let b1 = &b.paths[0];
+        assert_eq!(
+            b1.endpoints,
+            vec![format!("{second}:51820")],
+            "B's path b1 no longer sends to {second}:\n{}",
+            b.text
+        );
+    } else {
+        let endpoints = wg(&lab.b, &["show", &t.dev_b, "endpoints"]);
+        assert!(
+            endpoints.contains(&format!("{second}:51820")),
+            "B's endpoint for A moved off {second}:\n{endpoints}"
+        );
+    }
+}
+
+#[test]
+fn replies_leave_from_the_address_the_peer_wrote_to_mpwg_to_mpwg() {
+    let Some(_lab) = lab("replies_leave_from_the_address_the_peer_wrote_to_mpwg_to_mpwg") else {
+        return;
+    };
+    replies_leave_from_the_address_the_peer_wrote_to(true);
+}
+
+#[test]
+fn replies_leave_from_the_address_the_peer_wrote_to_mpwg_to_wireguard_go() {
+    let Some(_lab) = lab("replies_leave_from_the_address_the_peer_wrote_to_mpwg_to_wireguard_go")
+    else {
+        return;
+    };
+    replies_leave_from_the_address_the_peer_wrote_to(false);
 }

@@ -53,6 +53,7 @@ fn src() -> Source {
     Source {
         addr: "192.168.50.2:51820".parse().unwrap(),
         path: 0,
+        local: None,
     }
 }
 
@@ -632,6 +633,7 @@ fn src_on(path: usize) -> Source {
     Source {
         addr: format!("192.168.5{path}.2:51820").parse().unwrap(),
         path,
+        local: None,
     }
 }
 

@@ -98,6 +98,7 @@ fn src(path: u8, a: u8) -> Source {
     Source {
         addr: addr(a),
         path: usize::from(path % 2),
+        local: None,
     }
 }
 

@@ -158,6 +158,7 @@ mod tests {
         Source {
             addr: ([198, 51, 100, i], 4000).into(),
             path: usize::from(i % 2),
+            local: None,
         }
     }
 

@@ -11,9 +11,16 @@
 //! A send never blocks on another path and holds no shared lock while it runs: the
 //! destinations are copied out of the peer first, and each path socket is sent on in turn
 //! with a non-blocking `sendto` whose failure is counted and logged for that path only.
+//!
+//! Each destination goes with the local address the peer last wrote to from there
+//! ([`crate::multipath::endpoint`]): datagrams to it leave from that address
+//! (`IP_PKTINFO`), so a path with several addresses answers from the one it was reached at.
+//! If the host no longer has that address (the send fails, [`udp::source_refused`]), the
+//! datagram goes again from the kernel's choice; the peer's next packet teaches the
+//! address to use.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 use parking_lot::{Mutex, RwLock};
 
-use crate::io::udp::{self, Datagrams, SocketOptions, UdpError};
+use crate::io::udp::{self, Datagrams, Received, SocketOptions, UdpError};
 use crate::io::uring::UringTx;
 use crate::multipath::endpoint::{Destinations, DEFAULT_WINDOW};
 use crate::multipath::path::{Interface, PathId, Source};
@@ -95,7 +102,7 @@ impl PathSocket {
     }
 
     /// Receives a GRO batch without waiting: WouldBlock when nothing is queued.
-    pub fn try_recv_segments(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+    pub fn try_recv_segments(&self, buf: &mut [u8]) -> io::Result<Received> {
         udp::recv_segments_flags(&self.sock, buf, libc::MSG_DONTWAIT)
     }
 }
@@ -198,11 +205,21 @@ impl Path {
         }
     }
 
-    fn send(&self, dst: SocketAddr, d: &[u8]) -> bool {
+    /// Sends one datagram to `dst` from `local` (None: the kernel's choice).
+    fn send(&self, dst: SocketAddr, local: Option<IpAddr>, d: &[u8]) -> bool {
         let Some(sock) = self.socket() else {
             return false;
         };
-        let r = sock.sock.send_to(d, udp::destination(sock.v6, dst));
+        let one = Datagrams::Segments {
+            buf: d,
+            segment: d.len(),
+        };
+        let r = match udp::send_datagrams(&sock.sock, sock.v6, dst, local, one) {
+            Err(e) if local.is_some() && udp::source_refused(&e) => {
+                udp::send_datagrams(&sock.sock, sock.v6, dst, None, one)
+            }
+            r => r,
+        };
         self.sent(dst, r.map(|_| ()), d.len(), 1)
     }
 
@@ -295,24 +312,29 @@ impl Path {
     /// Sends datagrams (of one size, the last may be shorter) in one `sendmsg` with
     /// UDP_SEGMENT, or one per call where GSO cannot be used ([`Path::uses_gso`],
     /// [`Path::gso_refused`]).
-    fn send_datagrams(&self, dst: SocketAddr, d: Datagrams) -> bool {
+    fn send_datagrams(&self, dst: SocketAddr, local: Option<IpAddr>, d: Datagrams) -> bool {
         if self.uses_gso(dst, &d) {
             let Some(sock) = self.socket() else {
                 return false;
             };
-            match udp::send_datagrams(&sock.sock, sock.v6, dst, d) {
+            // An EINVAL here may be the segment size or a stale source: the datagrams then
+            // go one per call, where [`Path::send`] tells the two apart.
+            match udp::send_datagrams(&sock.sock, sock.v6, dst, local, d) {
                 Err(e) if self.gso_refused(&e) => {}
+                Err(e) if local.is_some() && udp::source_refused(&e) => {
+                    return self.send_datagrams(dst, None, d)
+                }
                 r => return self.sent(dst, r.map(|_| ()), d.len(), d.count()),
             }
         }
-        self.send_each(dst, d)
+        self.send_each(dst, local, d)
     }
 
     /// Sends the datagrams one per call.
-    fn send_each(&self, dst: SocketAddr, d: Datagrams) -> bool {
+    fn send_each(&self, dst: SocketAddr, local: Option<IpAddr>, d: Datagrams) -> bool {
         let mut ok = false;
         for datagram in d.each() {
-            ok |= self.send(dst, datagram);
+            ok |= self.send(dst, local, datagram);
         }
         ok
     }
@@ -568,7 +590,7 @@ impl Paths {
         &self,
         list: &[Arc<Path>],
         peer: &Peer,
-        mut f: impl FnMut(&Arc<Path>, SocketAddr),
+        mut f: impl FnMut(&Arc<Path>, SocketAddr, Option<IpAddr>),
     ) {
         let now = Instant::now();
         let set = scheduler::duplicate(list.iter().map(|p| p.is_up()));
@@ -580,8 +602,8 @@ impl Paths {
                 .endpoints
                 .lock()
                 .destinations(path.id, now, self.window);
-            for dst in dests.iter() {
-                f(path, dst);
+            for (dst, local) in dests.each() {
+                f(path, dst, local);
             }
         }
     }
@@ -608,8 +630,8 @@ impl Paths {
     fn send_datagrams_plain(&self, peer: &Peer, d: Datagrams) -> bool {
         let mut ok = false;
         let list = self.list.load();
-        self.each_destination(&list, peer, |path, dst| {
-            ok |= path.send_datagrams(dst, d);
+        self.each_destination(&list, peer, |path, dst, local| {
+            ok |= path.send_datagrams(dst, local, d);
         });
         ok
     }
@@ -621,14 +643,14 @@ impl Paths {
         let mut ok = false;
         let list = self.list.load();
         let mut batch = ring.batch();
-        self.each_destination(&list, peer, |path, dst| {
+        self.each_destination(&list, peer, |path, dst, local| {
             if count > 1 && !path.uses_gso(dst, &d) {
-                ok |= path.send_each(dst, d);
+                ok |= path.send_each(dst, local, d);
             } else if let Some(sock) = &*path.socket.read() {
                 // Tagged with the path's id. The batch holds the socket (an `Arc` clone)
                 // until the send completed, so a rebind meanwhile cannot close it under
                 // the kernel.
-                batch.push(sock, sock.v6, dst, path.id);
+                batch.push(sock, sock.v6, dst, local, path.id);
             }
         });
         for (id, dst, r) in batch.send_datagrams(d) {
@@ -636,11 +658,29 @@ impl Paths {
                 continue;
             };
             ok |= match r {
-                Err(e) if count > 1 && path.gso_refused(&e) => path.send_each(dst, d),
+                // Failures are rare: the local address the send used is looked up again.
+                Err(e) if count > 1 && path.gso_refused(&e) => {
+                    path.send_each(dst, self.local_for(peer, id, dst), d)
+                }
+                Err(e) if udp::source_refused(&e) => match self.local_for(peer, id, dst) {
+                    Some(_) => path.send_datagrams(dst, None, d),
+                    None => path.sent(dst, Err(e), d.len(), count),
+                },
                 r => path.sent(dst, r.map(|_| ()), d.len(), count),
             };
         }
         ok
+    }
+
+    /// The local address that datagrams to `dst` on path `id` leave from (as
+    /// [`Paths::each_destination`] gives it).
+    fn local_for(&self, peer: &Peer, id: PathId, dst: SocketAddr) -> Option<IpAddr> {
+        let dests = peer
+            .endpoints
+            .lock()
+            .destinations(id, Instant::now(), self.window);
+        let local = dests.each().find(|(a, _)| *a == dst).and_then(|(_, l)| l);
+        local
     }
 }
 
@@ -665,7 +705,7 @@ impl Transmit for Paths {
 
     fn send_to(&self, dst: Source, d: &[u8]) -> bool {
         match self.list.load().iter().find(|p| p.id == dst.path) {
-            Some(p) => p.send(dst.addr, d),
+            Some(p) => p.send(dst.addr, dst.local, d),
             None => false,
         }
     }

@@ -8,7 +8,7 @@
 //! batches back in receive order ([`crate::datapath::queueing`]). Packets of one flow
 //! reach the TUN in the order they arrived, coalesced per flow.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,8 +127,8 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, li
             while !changed() {
                 let mut handled = 0;
                 for (ring, (path, _)) in rings.iter_mut().zip(&set) {
-                    let r = ring.recv(Duration::ZERO, &mut |from, payload, segment| {
-                        rx.handle(path, from, payload, segment)
+                    let r = ring.recv(Duration::ZERO, &mut |from, payload, segment, local| {
+                        rx.handle(path, from, local, payload, segment)
                     });
                     match r {
                         Ok(n) => handled += n,
@@ -152,9 +152,9 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, li
             let mut handled = 0;
             for (path, sock) in &set {
                 match sock.try_recv_segments(&mut buf) {
-                    Ok((n, from, segment)) => {
+                    Ok(r) => {
                         handled += 1;
-                        rx.handle(path, from, &mut buf[..n], segment);
+                        rx.handle(path, r.from, r.local, &mut buf[..r.len], r.segment);
                     }
                     Err(e) if would_block(&e) => {}
                     Err(e) => tracing::warn!(path = path.label(), "receive failed: {e}"),
@@ -276,15 +276,24 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    /// Splits one receive (a GRO batch) on `path` into datagrams: data messages join the
-    /// batch, handshake messages go to the handshake worker's queue.
-    fn handle(&mut self, path: &Path, from: SocketAddr, payload: &mut [u8], segment: usize) {
+    /// Splits one receive (a GRO batch) from `from` to the local address `local` on `path`
+    /// into datagrams: data messages join the batch, handshake messages go to the handshake
+    /// worker's queue.
+    fn handle(
+        &mut self,
+        path: &Path,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        payload: &mut [u8],
+        segment: usize,
+    ) {
         let n = payload.len();
         let segment = segment.clamp(1, n.max(1));
         self.paths.count_rx(path, n, n.div_ceil(segment));
         let src = Source {
             addr: from,
             path: path.id,
+            local,
         };
         for datagram in payload.chunks_mut(segment) {
             if classify(datagram) != Some(Kind::Data) {

@@ -1,9 +1,13 @@
-//! UDP sockets of the tunnel: dual-stack, optionally bound to one interface, with fwmark.
+//! UDP sockets of the tunnel: dual-stack, optionally bound to one interface, with fwmark;
+//! each receive says which local address the datagram was sent to, and each send may name
+//! the address to send from ([`crate::io::cmsg`]).
 
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::Duration;
+
+use crate::io::cmsg::{self, ControlBuf, SOL_UDP, UDP_GRO};
 
 /// Why a socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +108,14 @@ pub fn open(opts: &SocketOptions) -> Result<UdpSocket, UdpError> {
     }
     if opts.fwmark != 0 {
         set_fwmark(&sock, opts.fwmark).map_err(|e| io_err("SO_MARK", e))?;
+    }
+    // Each receive then says the local address the datagram was sent to (IPv4, also
+    // IPv4-mapped on a dual-stack socket; IPv6): replies leave from it.
+    setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+        .map_err(|e| io_err("IP_PKTINFO", e))?;
+    if v6 {
+        setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+            .map_err(|e| io_err("IPV6_RECVPKTINFO", e))?;
     }
     let addr: SocketAddr = if v6 {
         SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0))
@@ -210,9 +222,6 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-const SOL_UDP: i32 = 17;
-const UDP_SEGMENT: i32 = 103;
-const UDP_GRO: i32 = 104;
 /// The most segments one GSO send may carry (the kernel's UDP_MAX_SEGMENTS is 64 or
 /// more, depending on the version).
 pub const MAX_GSO_SEGMENTS: usize = 64;
@@ -234,9 +243,6 @@ pub fn set_buffers(sock: &UdpSocket, bytes: i32) {
         let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes);
     }
 }
-
-/// Space for one cmsg carrying an int, as CMSG_SPACE(sizeof(int)) on 64-bit Linux.
-const CMSG_BUF: usize = 64;
 
 /// Datagrams to send together: one buffer cut into `segment`-byte datagrams (the last may
 /// be shorter), or datagrams each in its own buffer, where it was sealed (`Each`: every
@@ -305,16 +311,25 @@ pub fn send_segments(
     buf: &[u8],
     segment: usize,
 ) -> io::Result<usize> {
-    send_datagrams(sock, v6_socket, dst, Datagrams::Segments { buf, segment })
+    send_datagrams(
+        sock,
+        v6_socket,
+        dst,
+        None,
+        Datagrams::Segments { buf, segment },
+    )
 }
 
 /// Sends `d` to `dst` in one `sendmsg`, with a UDP_SEGMENT control message when there is
 /// more than one datagram; [`Datagrams::Each`] is gathered from its buffers by the kernel
-/// (at most [`MAX_GSO_SEGMENTS`] of them).
+/// (at most [`MAX_GSO_SEGMENTS`] of them). `source`: the local address to send from
+/// (`IP_PKTINFO`/`IPV6_PKTINFO`; None: the kernel's choice). A source that is no longer
+/// one of the host's addresses fails the send ([`source_refused`]).
 pub fn send_datagrams(
     sock: &UdpSocket,
     v6_socket: bool,
     dst: SocketAddr,
+    source: Option<IpAddr>,
     d: Datagrams,
 ) -> io::Result<usize> {
     let (storage, addr_len) = sockaddr(destination(v6_socket, dst));
@@ -351,28 +366,26 @@ pub fn send_datagrams(
         }
     };
     let (total, segment) = (d.len(), d.segment());
-    let mut control = [0u64; CMSG_BUF / 8];
+    let gso = (segment > 0 && segment < total).then(|| {
+        u16::try_from(segment).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("UDP GSO segment size {segment} exceeds 65535"),
+            )
+        })
+    });
+    let gso = gso.transpose()?;
+    let mut control = ControlBuf::default();
+    let control_len = cmsg::write_send(&mut control, gso, source, is_v4(dst));
     // SAFETY: msghdr is plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&storage as *const libc::sockaddr_storage) as *mut libc::c_void;
     msg.msg_namelen = addr_len;
     msg.msg_iov = iovs.as_mut_ptr();
     msg.msg_iovlen = n_iov;
-    if segment > 0 && segment < total {
-        let seg = segment as u16;
-        msg.msg_control = control.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is a pure computation on a size.
-        msg.msg_controllen =
-            unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
-        // SAFETY: msg_control points at `control`, which is larger than msg_controllen, so
-        // CMSG_FIRSTHDR returns a pointer inside it, and CMSG_DATA has room for a u16.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = SOL_UDP;
-            (*cmsg).cmsg_type = UDP_SEGMENT;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), seg);
-        }
+    if control_len > 0 {
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = control_len as _;
     }
     // SAFETY: msg points at live buffers (storage, the iovecs over the caller's buffers,
     // control) for the call.
@@ -384,9 +397,41 @@ pub fn send_datagrams(
     }
 }
 
-/// Receives into `buf`. Returns the length, the sender, and the size of the datagrams the
-/// kernel coalesced (UDP_GRO); equal to the length when there was only one.
-pub fn recv_segments(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+/// True if a send that named its source failed the way a source the host no longer has
+/// fails it (EINVAL over IPv6, ENETUNREACH or EINVAL over IPv4): sending again from the
+/// kernel's choice may succeed.
+pub fn source_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::ENETUNREACH) | Some(libc::EADDRNOTAVAIL)
+    )
+}
+
+/// True if `dst` is an IPv4 address (also IPv4-mapped IPv6): what its packet info is.
+pub fn is_v4(dst: SocketAddr) -> bool {
+    match dst {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+    }
+}
+
+/// What one receive got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes received.
+    pub len: usize,
+    /// The sender ([`canonical`]).
+    pub from: SocketAddr,
+    /// The size of the datagrams the kernel coalesced (UDP_GRO); the length when there
+    /// was only one.
+    pub segment: usize,
+    /// The local address the datagram was sent to (None where the kernel did not say).
+    pub local: Option<IpAddr>,
+}
+
+/// Receives into `buf`: the length, the sender, the GRO segment size and the local
+/// address it was sent to ([`Received`]).
+pub fn recv_segments(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
     recv_segments_flags(sock, buf, 0)
 }
 
@@ -395,45 +440,42 @@ pub fn recv_segments_flags(
     sock: &UdpSocket,
     buf: &mut [u8],
     flags: libc::c_int,
-) -> io::Result<(usize, SocketAddr, usize)> {
+) -> io::Result<Received> {
     // SAFETY: sockaddr_storage is plain data; all-zero is valid.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut control = [0u64; CMSG_BUF / 8];
+    let mut control = ControlBuf::default();
     // SAFETY: msghdr is plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast();
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = CMSG_BUF;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
     // SAFETY: msg points at live buffers (storage, iov over buf, control) for the call.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     let n = n as usize;
-    let mut segment = n;
-    // SAFETY: the kernel filled msg_control up to msg_controllen; the CMSG macros walk it
-    // within those bounds, and a UDP_GRO message carries an int.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                if v > 0 {
-                    segment = v as usize;
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
+    #[allow(clippy::unnecessary_cast)] // `msg_controllen` is a u32 on musl
+    let used = (msg.msg_controllen as usize).min(control.0.len());
+    let c = cmsg::parse(&control.0[..used]);
+    let segment = match c.gro {
+        Some(v) if v > 0 => v as usize,
+        _ => n,
+    };
     let addr = from_sockaddr(&storage).ok_or_else(|| io::Error::other("unknown address family"))?;
-    Ok((n, canonical(addr), segment))
+    Ok(Received {
+        len: n,
+        from: canonical(addr),
+        segment,
+        local: c.local,
+    })
 }
 
 fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -479,7 +521,11 @@ mod tests {
         let mut got = vec![0u8; 2000];
         let mut sizes = Vec::new();
         for _ in 0..4 {
-            let (n, _, seg) = recv_segments(&rx, &mut got).unwrap();
+            let Received {
+                len: n,
+                segment: seg,
+                ..
+            } = recv_segments(&rx, &mut got).unwrap();
             assert_eq!(seg, n, "GRO is off: one datagram per read");
             assert!(got[..n].iter().all(|&b| b == got[0]));
             sizes.push(n);
@@ -490,11 +536,109 @@ mod tests {
         send_segments(&tx, true, dst, &buf, 100).unwrap();
         let mut total = 0;
         while total < buf.len() {
-            let (n, from, seg) = recv_segments(&rx, &mut got).unwrap();
+            let Received {
+                len: n,
+                from,
+                segment: seg,
+                local,
+            } = recv_segments(&rx, &mut got).unwrap();
             assert_eq!(from.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+            assert_eq!(local, Some(std::net::IpAddr::from([127, 0, 0, 1])));
             assert!(seg == 100 || n == 40, "segment size {seg} for {n} bytes");
             total += n;
         }
         assert_eq!(total, buf.len());
+    }
+
+    /// A datagram sent to 127.0.0.5 is received with that local address, and a reply
+    /// sent from it (IP_PKTINFO) arrives from it, though the kernel would pick 127.0.0.1;
+    /// also through the GSO path. Over IPv6 (only ::1 on loopback) the packet info is
+    /// read and a send naming ::1 leaves from it. An address the host does not have
+    /// fails the send with EINVAL.
+    #[test]
+    fn replies_leave_from_the_address_the_datagram_was_sent_to() {
+        let server = open(&SocketOptions::default()).unwrap();
+        let client = open(&SocketOptions::default()).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let to: SocketAddr = SocketAddr::from(([127, 0, 0, 5], port));
+        send_segments(&client, true, to, b"hello", 5).unwrap();
+        let mut buf = [0u8; 100];
+        let got = recv_segments(&server, &mut buf).unwrap();
+        assert_eq!(got.local, Some(IpAddr::from([127, 0, 0, 5])));
+        assert_eq!(got.from.ip(), IpAddr::from([127, 0, 0, 1]));
+
+        send_datagrams(
+            &server,
+            true,
+            got.from,
+            got.local,
+            Datagrams::Segments {
+                buf: b"reply",
+                segment: 5,
+            },
+        )
+        .unwrap();
+        let back = recv_segments(&client, &mut buf).unwrap();
+        assert_eq!(back.from, to, "the reply came from the kernel's choice");
+        // Without a source, the kernel picks 127.0.0.1.
+        send_datagrams(
+            &server,
+            true,
+            got.from,
+            None,
+            Datagrams::Segments {
+                buf: b"reply",
+                segment: 5,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            recv_segments(&client, &mut buf).unwrap().from.ip(),
+            IpAddr::from([127, 0, 0, 1])
+        );
+        // A GSO send with a source: every datagram comes from it.
+        let parts: [&[u8]; 3] = [b"aaaa", b"bbbb", b"cc"];
+        send_datagrams(&server, true, got.from, got.local, Datagrams::Each(&parts)).unwrap();
+        for want in parts {
+            let r = recv_segments(&client, &mut buf).unwrap();
+            assert_eq!((&buf[..r.len], r.from), (want, to));
+        }
+        let gone = send_datagrams(
+            &server,
+            true,
+            got.from,
+            Some(IpAddr::from([192, 0, 2, 1])),
+            Datagrams::Segments {
+                buf: b"x",
+                segment: 1,
+            },
+        );
+        let e = gone.unwrap_err();
+        assert!(source_refused(&e), "{e}");
+
+        let to6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        if send_segments(&client, true, to6, b"six", 3).is_ok() {
+            let got = recv_segments(&server, &mut buf).unwrap();
+            assert_eq!(got.local, Some("::1".parse().unwrap()));
+            send_datagrams(
+                &server,
+                true,
+                got.from,
+                got.local,
+                Datagrams::Segments {
+                    buf: b"six",
+                    segment: 3,
+                },
+            )
+            .unwrap();
+            assert_eq!(recv_segments(&client, &mut buf).unwrap().from, to6);
+            let source = Some("2001:db8::1".parse().unwrap());
+            let one = Datagrams::Segments {
+                buf: b"x",
+                segment: 1,
+            };
+            let e = send_datagrams(&server, true, got.from, source, one).unwrap_err();
+            assert!(source_refused(&e), "{e}");
+        }
     }
 }

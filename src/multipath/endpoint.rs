@@ -14,11 +14,16 @@
 //! anyone who saw the packet, so what it teaches counts for less: it never becomes the
 //! `latest` address (`wg show`'s endpoint), and it never evicts an address learned from
 //! a first copy.
+//!
+//! With each address goes the local address the peer sent to from there (when the socket
+//! said, [`Source::local`]): packets to that address leave from it, so a host with several
+//! addresses on one uplink answers from the one it was reached at. The latest first copy
+//! sets it; a duplicate only teaches it with a new address.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::multipath::path::PathId;
+use crate::multipath::path::{PathId, Source};
 
 /// How long an address seen on a path keeps receiving copies, by default.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15);
@@ -42,6 +47,8 @@ pub enum Learned {
 struct Seen {
     path: PathId,
     addr: SocketAddr,
+    /// The local address the peer sent to, from `addr` on `path`.
+    local: Option<IpAddr>,
     at: Instant,
     /// A first copy came from here (not only duplicates).
     first: bool,
@@ -55,24 +62,31 @@ pub struct Endpoints {
     seen: Vec<Seen>,
 }
 
-/// Up to [`MAX_DESTINATIONS`] addresses, without allocating.
+/// Up to [`MAX_DESTINATIONS`] addresses, each with the local address to send from,
+/// without allocating.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Destinations {
-    addrs: [Option<SocketAddr>; MAX_DESTINATIONS],
+    addrs: [Option<(SocketAddr, Option<IpAddr>)>; MAX_DESTINATIONS],
 }
 
 impl Destinations {
-    fn push(&mut self, a: SocketAddr) {
-        if self.addrs.contains(&Some(a)) {
+    fn push(&mut self, a: SocketAddr, local: Option<IpAddr>) {
+        if self.iter().any(|x| x == a) {
             return;
         }
         if let Some(slot) = self.addrs.iter_mut().find(|s| s.is_none()) {
-            *slot = Some(a);
+            *slot = Some((a, local));
         }
     }
 
     /// The addresses.
     pub fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.addrs.iter().flatten().map(|(a, _)| *a)
+    }
+
+    /// The addresses, each with the local address to send to it from (None: the
+    /// kernel's choice).
+    pub fn each(&self) -> impl Iterator<Item = (SocketAddr, Option<IpAddr>)> + '_ {
         self.addrs.iter().flatten().copied()
     }
 
@@ -121,6 +135,21 @@ impl Endpoints {
 
     /// Records an address learned as `how` says.
     pub fn record_as(&mut self, path: PathId, addr: SocketAddr, now: Instant, how: Learned) {
+        self.record_source(
+            Source {
+                addr,
+                path,
+                local: None,
+            },
+            now,
+            how,
+        );
+    }
+
+    /// Records where a packet came from (its address, path and the local address it was
+    /// sent to), learned as `how` says.
+    pub fn record_source(&mut self, src: Source, now: Instant, how: Learned) {
+        let Source { addr, path, local } = src;
         let first = how == Learned::First;
         if first {
             self.latest = Some(addr);
@@ -132,6 +161,9 @@ impl Endpoints {
         {
             s.at = now;
             s.first |= first;
+            if first && local.is_some() {
+                s.local = local;
+            }
             return;
         }
         if self.seen.len() >= MAX_SEEN {
@@ -153,6 +185,7 @@ impl Endpoints {
         self.seen.push(Seen {
             path,
             addr,
+            local,
             at: now,
             first,
         });
@@ -171,12 +204,14 @@ impl Endpoints {
         let mut d = Destinations::default();
         for s in &self.seen {
             if s.path == path && now.saturating_duration_since(s.at) <= window {
-                d.push(s.addr);
+                d.push(s.addr, s.local);
             }
         }
         if d.is_empty() {
+            // Not heard on this path lately: the kernel picks the source (a local address
+            // learned on another path belongs to another uplink).
             if let Some(a) = self.current() {
-                d.push(a);
+                d.push(a, None);
             }
         }
         d
@@ -334,5 +369,53 @@ mod tests {
         e.set_configured(a("10.0.0.7:51820"));
         assert_eq!(e.current(), Some(a("10.0.0.7:51820")));
         assert!(e.seen(t0).is_empty());
+    }
+
+    #[test]
+    fn each_address_goes_with_the_local_address_the_peer_sent_to() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(15);
+        let mut e = Endpoints::default();
+        e.set_configured(a("192.0.2.1:51820"));
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let src = |path, addr: &str, local: &str| Source {
+            addr: a(addr),
+            path,
+            local: ip(local),
+        };
+        let each = |e: &Endpoints, path, now| -> Vec<(SocketAddr, Option<IpAddr>)> {
+            e.destinations(path, now, window).each().collect()
+        };
+        // Not heard yet: the configured endpoint, from the kernel's choice.
+        assert_eq!(each(&e, 0, t0), vec![(a("192.0.2.1:51820"), None)]);
+
+        e.record_source(src(0, "192.0.2.1:51820", "10.0.0.9"), t0, Learned::First);
+        assert_eq!(
+            each(&e, 0, t0),
+            vec![(a("192.0.2.1:51820"), ip("10.0.0.9"))]
+        );
+        // The peer writes to another of our addresses: the latest first copy says which.
+        e.record_source(src(0, "192.0.2.1:51820", "10.0.0.1"), t0, Learned::First);
+        assert_eq!(
+            each(&e, 0, t0),
+            vec![(a("192.0.2.1:51820"), ip("10.0.0.1"))]
+        );
+        // A duplicate (replayable by anyone) does not move it, nor does a receive that
+        // did not say.
+        e.record_source(src(0, "192.0.2.1:51820", "10.0.0.7"), t0, Learned::Copy);
+        e.record(0, a("192.0.2.1:51820"), t0);
+        assert_eq!(
+            each(&e, 0, t0),
+            vec![(a("192.0.2.1:51820"), ip("10.0.0.1"))]
+        );
+        // A path the peer was not heard on sends to the latest address, from the
+        // kernel's choice: that local address is another path's.
+        assert_eq!(each(&e, 1, t0), vec![(a("192.0.2.1:51820"), None)]);
+        // A new address learned from a copy brings its local address.
+        e.record_source(src(1, "198.51.100.4:4000", "10.1.0.1"), t0, Learned::Copy);
+        assert_eq!(
+            each(&e, 1, t0),
+            vec![(a("198.51.100.4:4000"), ip("10.1.0.1"))]
+        );
     }
 }

@@ -2,18 +2,21 @@
 //! the interface a path is bound to, and the `--path`/`--path-index` arguments that pick
 //! those interfaces.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Which local path (socket) a datagram arrived on or leaves by. Path 0 is the first.
 pub type PathId = usize;
 
-/// Where a received datagram came from.
+/// Where a received datagram came from, and where a reply to it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Source {
     /// The sender's address.
     pub addr: SocketAddr,
     /// The local path it arrived on.
     pub path: PathId,
+    /// The local address it was sent to, which a reply leaves from (None: unknown, the
+    /// kernel picks the source).
+    pub local: Option<IpAddr>,
 }
 
 /// A `--path` or `--path-index` argument, before it is resolved.

@@ -10,7 +10,7 @@ use parking_lot::{Mutex, RwLock};
 
 use zeroize::Zeroizing;
 
-use crate::multipath::endpoint::Endpoints;
+use crate::multipath::endpoint::{Endpoints, Learned};
 use crate::multipath::path::Source;
 use crate::protocol::key::Key;
 use crate::protocol::noise::cookie::CookieState;
@@ -143,14 +143,16 @@ impl Peer {
     /// Records where an authenticated first copy (or handshake message) came from: the
     /// peer roams there.
     pub fn saw_source(&self, src: Source, now: Instant) {
-        self.endpoints.lock().record(src.path, src.addr, now);
+        self.endpoints
+            .lock()
+            .record_source(src, now, Learned::First);
     }
 
     /// Records where a fresh, authentic copy of a packet already committed came from:
     /// its path sends there too, but `wg show`'s endpoint stays (see
     /// [`crate::multipath::endpoint::Learned`]).
     pub fn saw_copy(&self, src: Source, now: Instant) {
-        self.endpoints.lock().record_copy(src.path, src.addr, now);
+        self.endpoints.lock().record_source(src, now, Learned::Copy);
     }
 
     /// The session to send with, if one is usable at `now`.

@@ -100,6 +100,53 @@ fn datagrams_in_their_own_buffers_go_out_gathered_through_either_datapath() {
     assert_eq!(st.tx_bytes.load(Ordering::Relaxed), 22 * 340);
 }
 
+/// Datagrams to a peer leave from the local address it last wrote to (here 127.0.0.5,
+/// where the kernel would pick 127.0.0.1), through every way the tunnel sends: the ring
+/// (GSO and single), plain system calls (GSO and single), and a reply to a handshake
+/// message. If the host no longer has that address, they go from the kernel's choice,
+/// none lost and no error counted.
+#[test]
+fn sends_leave_from_the_address_the_peer_wrote_to_and_fall_back_when_it_is_gone() {
+    let (paths, r, peer, mut ring) = uring_sender();
+    let path = paths.all()[0].clone();
+    let to = r.local_addr().unwrap();
+    let source = |local: &str| Source {
+        addr: to,
+        path: path.id,
+        local: Some(local.parse().unwrap()),
+    };
+    let buf = vec![9u8; 340];
+    let mut sends = |src: Source| {
+        assert!(paths.send_segments_via(&mut ring, &peer, &buf, 100));
+        assert!(paths.send_segments_via(&mut ring, &peer, &buf[..60], 60));
+        assert!(paths.send_segments_to_peer(&peer, &buf, 100));
+        assert!(paths.send_to_peer(&peer, &buf[..60]));
+        assert!(paths.send_to(src, &buf[..30]));
+    };
+    let sources = |r: &UdpSocket| -> Vec<(usize, IpAddr)> {
+        let mut b = [0u8; 2048];
+        (0..11)
+            .map(|_| {
+                let (n, from) = r.recv_from(&mut b).unwrap();
+                (n, from.ip())
+            })
+            .collect()
+    };
+    let sizes = [100, 100, 100, 40, 60, 100, 100, 100, 40, 60, 30];
+
+    peer.saw_source(source("127.0.0.5"), Instant::now());
+    sends(source("127.0.0.5"));
+    let five: IpAddr = "127.0.0.5".parse().unwrap();
+    assert_eq!(sources(&r), sizes.map(|n| (n, five)).to_vec());
+
+    peer.saw_source(source("192.0.2.9"), Instant::now());
+    sends(source("192.0.2.9"));
+    let one: IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(sources(&r), sizes.map(|n| (n, one)).to_vec());
+    assert_eq!(path.stats.send_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(path.stats.tx_packets.load(Ordering::Relaxed), 22);
+}
+
 #[test]
 fn send_segments_via_follows_a_rebind_and_lets_the_old_socket_go() {
     let (paths, r, peer, mut ring) = uring_sender();

@@ -30,7 +30,7 @@
 
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -39,12 +39,8 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
-/// `SOL_UDP` (`IPPROTO_UDP`), the level of the UDP socket options and cmsgs.
-const SOL_UDP: libc::c_int = 17;
-/// `UDP_SEGMENT`: GSO segment size of a send (a `u16` cmsg).
-const UDP_SEGMENT: libc::c_int = 103;
-/// `UDP_GRO`: segment size of a coalesced receive (an `int` cmsg).
-const UDP_GRO: libc::c_int = 104;
+#[cfg(test)]
+use crate::io::cmsg::{SOL_UDP, UDP_GRO};
 
 /// Size of `struct io_uring_recvmsg_out`, which the kernel writes at the start of every buffer
 /// used by a multishot `recvmsg` (four `u32`: namelen, controllen, payloadlen, flags).
@@ -52,8 +48,8 @@ const RECVMSG_OUT_LEN: usize = 16;
 /// Space reserved for the source address: a `sockaddr_in6` (28 bytes), rounded up to 32 so
 /// that the control data after it is 8-byte aligned within the buffer.
 const NAME_LEN: usize = 32;
-/// Space reserved for control messages: the `UDP_GRO` cmsg needs `CMSG_SPACE(4)` (24 bytes);
-/// the rest leaves room for packet-info cmsgs should a caller enable them on the socket.
+/// Space reserved for control messages: the `UDP_GRO` cmsg needs `CMSG_SPACE(4)` (24 bytes),
+/// `IPV6_PKTINFO` 40 ([`crate::io::cmsg::CONTROL_SPACE`] both); the rest is spare.
 const CONTROL_LEN: usize = 128;
 /// Offset of the payload in every receive buffer.
 const PAYLOAD_OFFSET: usize = RECVMSG_OUT_LEN + NAME_LEN + CONTROL_LEN;
@@ -79,18 +75,15 @@ const DROP_CANCEL_WAIT: Duration = Duration::from_secs(2);
 
 // SAFETY: CMSG_LEN and CMSG_SPACE are pure arithmetic on their argument (they are `unsafe`
 // in libc only for historical reasons); nothing is dereferenced.
+#[cfg(test)]
 const CMSG_DATA_OFFSET: usize = unsafe { libc::CMSG_LEN(0) } as usize;
-// SAFETY: as above, arithmetic only.
-const SEGMENT_CMSG_SPACE: usize =
-    unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize;
-// SAFETY: as above, arithmetic only.
-const SEGMENT_CMSG_LEN: usize = unsafe { libc::CMSG_LEN(mem::size_of::<u16>() as u32) } as usize;
 // SAFETY: as above, arithmetic only.
 const GRO_CMSG_SPACE: usize =
     unsafe { libc::CMSG_SPACE(mem::size_of::<libc::c_int>() as u32) } as usize;
 
 const _: () = assert!(NAME_LEN >= mem::size_of::<libc::sockaddr_in6>());
 const _: () = assert!(CONTROL_LEN >= GRO_CMSG_SPACE);
+const _: () = assert!(CONTROL_LEN >= crate::io::cmsg::CONTROL_SPACE);
 const _: () = assert!(PAYLOAD_OFFSET.is_multiple_of(8));
 const _: () = assert!(mem::size_of::<bufring::BufEntry>() == 16);
 
@@ -105,7 +98,7 @@ pub(crate) mod alloc_count;
 mod tests;
 
 pub use probe::{probe, UringFeature, UringUnsupported};
-pub use recv::{RxStats, UringError, UringRx};
+pub use recv::{OnMessage, RxStats, UringError, UringRx};
 pub use send::{Send, TxBatch, UringTx};
 
 use bufring::BufRing;

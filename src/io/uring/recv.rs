@@ -5,6 +5,9 @@ use super::bufring::BufRing;
 #[allow(unused_imports)]
 use super::*;
 
+/// What [`UringRx::recv`] calls for each message: `(source, payload, segment, local)`.
+pub type OnMessage<'a> = dyn FnMut(SocketAddr, &mut [u8], usize, Option<IpAddr>) + 'a;
+
 /// Counters of a [`UringRx`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RxStats {
@@ -129,10 +132,12 @@ impl UringRx {
         self.bufs.entries
     }
 
-    /// Waits up to `timeout` for messages, then calls `f(source, payload, segment)` for each:
-    /// `source` with IPv4-mapped IPv6 addresses turned into IPv4; `payload`, mutable, to be
-    /// decrypted in place; `segment`, the `UDP_GRO` segment size of a coalesced batch, or the
-    /// payload length (always at least 1, at most the payload length unless that is 0).
+    /// Waits up to `timeout` for messages, then calls `f(source, payload, segment, local)` for
+    /// each: `source` with IPv4-mapped IPv6 addresses turned into IPv4; `payload`, mutable, to
+    /// be decrypted in place; `segment`, the `UDP_GRO` segment size of a coalesced batch, or
+    /// the payload length (always at least 1, at most the payload length unless that is 0);
+    /// `local`, the local address the message was sent to, where the socket asked for packet
+    /// info (`IP_PKTINFO`, `IPV6_RECVPKTINFO`; see [`crate::io::cmsg`]).
     ///
     /// Each buffer returns to the ring after `f` returns. If the multishot request ended (the
     /// ring ran dry, or anything else), it is armed again. Returns the number of messages
@@ -145,11 +150,7 @@ impl UringRx {
     ///
     /// An error is returned when the request fails with anything but a transient error (e.g.
     /// the fd is not a UDP socket); the next call arms it again.
-    pub fn recv(
-        &mut self,
-        timeout: Duration,
-        f: &mut dyn FnMut(SocketAddr, &mut [u8], usize),
-    ) -> io::Result<usize> {
+    pub fn recv(&mut self, timeout: Duration, f: &mut OnMessage) -> io::Result<usize> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
@@ -201,7 +202,7 @@ impl UringRx {
 
     /// [`UringRx::recv`] without waiting: what is there now, with a system call only if the
     /// kernel has work for this ring.
-    fn recv_now(&mut self, f: &mut dyn FnMut(SocketAddr, &mut [u8], usize)) -> io::Result<usize> {
+    fn recv_now(&mut self, f: &mut OnMessage) -> io::Result<usize> {
         if !self.armed {
             self.arm()?;
         }
@@ -285,7 +286,7 @@ impl UringRx {
     }
 
     /// Copies out and handles every completion posted so far, returning buffers to the ring.
-    pub(super) fn harvest(&mut self, f: &mut dyn FnMut(SocketAddr, &mut [u8], usize)) -> usize {
+    pub(super) fn harvest(&mut self, f: &mut OnMessage) -> usize {
         let mut handled = 0;
         loop {
             self.cqes.clear();
@@ -311,12 +312,7 @@ impl UringRx {
     }
 
     /// Handles one completion of the receive request; returns 1 if `f` was called.
-    pub(super) fn on_recv(
-        &mut self,
-        res: i32,
-        flags: u32,
-        f: &mut dyn FnMut(SocketAddr, &mut [u8], usize),
-    ) -> usize {
+    pub(super) fn on_recv(&mut self, res: i32, flags: u32, f: &mut OnMessage) -> usize {
         self.stats.completions += 1;
         let more = cqueue::more(flags);
         if !more {
@@ -444,9 +440,9 @@ pub(super) fn deliver(
     buf: &mut [u8],
     msghdr: &libc::msghdr,
     stats: &mut RxStats,
-    f: &mut dyn FnMut(SocketAddr, &mut [u8], usize),
+    f: &mut OnMessage,
 ) -> bool {
-    let (src, len, gro) = {
+    let (src, len, control) = {
         let Ok(out) = types::RecvMsgOut::parse(buf, msghdr) else {
             stats.malformed += 1;
             return false;
@@ -463,25 +459,25 @@ pub(super) fn deliver(
             stats.malformed += 1;
             return false;
         };
-        let gro = parse_gro(out.control_data());
-        if gro.is_none() && out.is_control_data_truncated() {
+        let control = crate::io::cmsg::parse(out.control_data());
+        if control.gro.is_none() && out.is_control_data_truncated() {
             // A GRO batch whose segment size was lost would be taken for one datagram.
             stats.truncated += 1;
             return false;
         }
-        (src, out.payload_data().len(), gro)
+        (src, out.payload_data().len(), control)
     };
     let Some(payload) = buf.get_mut(PAYLOAD_OFFSET..PAYLOAD_OFFSET + len) else {
         stats.malformed += 1;
         return false;
     };
-    let segment = match gro {
+    let segment = match control.gro {
         Some(s) if s > 0 => (s as usize).min(len),
         _ => len,
     }
     .max(1);
     stats.messages += 1;
-    f(src, payload, segment);
+    f(src, payload, segment, control.local);
     true
 }
 
@@ -512,33 +508,9 @@ pub(super) fn parse_sockaddr(b: &[u8]) -> Option<SocketAddr> {
 }
 
 /// The `UDP_GRO` segment size among the control messages, if there is one.
+#[cfg(test)]
 pub(super) fn parse_gro(control: &[u8]) -> Option<i32> {
-    let hdr_len = mem::size_of::<libc::cmsghdr>();
-    let align = mem::size_of::<usize>();
-    let mut off = 0usize;
-    while control.len().saturating_sub(off) >= hdr_len {
-        // SAFETY: `off + size_of::<cmsghdr>() <= control.len()` (checked above), so the read
-        // stays inside the slice; `read_unaligned` needs no alignment, and every bit pattern
-        // is a valid `cmsghdr` (integers only).
-        let h = unsafe {
-            control
-                .as_ptr()
-                .add(off)
-                .cast::<libc::cmsghdr>()
-                .read_unaligned()
-        };
-        #[allow(clippy::unnecessary_cast)] // `cmsg_len` is a u32 on musl
-        let clen = h.cmsg_len as usize;
-        if clen < CMSG_DATA_OFFSET || clen > control.len() - off {
-            return None;
-        }
-        if h.cmsg_level == SOL_UDP && h.cmsg_type == UDP_GRO {
-            let data = control.get(off + CMSG_DATA_OFFSET..off + clen)?;
-            return Some(i32::from_ne_bytes(data.get(..4)?.try_into().ok()?));
-        }
-        off = off.checked_add(clen.checked_add(align - 1)? & !(align - 1))?;
-    }
-    None
+    crate::io::cmsg::parse(control).gro
 }
 
 pub(super) fn empty_msghdr() -> libc::msghdr {

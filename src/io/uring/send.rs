@@ -3,10 +3,13 @@
 //! of the payload. A payload is one buffer, or a gather list of buffers sent back to back
 //! as one message (each sealed datagram where it was sealed: the kernel reads them in
 //! order and cuts them into `UDP_SEGMENT` datagrams whatever the buffers' boundaries).
+//! Each destination may name the local address to send from (an `IP_PKTINFO` or
+//! `IPV6_PKTINFO` cmsg, [`crate::io::cmsg`]).
 
 #[allow(unused_imports)]
 use super::*;
-use crate::io::udp::Datagrams;
+use crate::io::cmsg::{self, ControlBuf};
+use crate::io::udp::{self, Datagrams};
 
 /// One send of [`UringTx::send_all`]: `buf` to `dst` through socket `fd`.
 #[derive(Debug, Clone, Copy)]
@@ -23,18 +26,6 @@ pub struct Send<'a> {
     /// `segment` bytes (the last one shorter) with a `UDP_SEGMENT` cmsg. At most 65535.
     pub segment: usize,
 }
-
-/// `UDP_SEGMENT` control message.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(super) struct SegmentCmsg {
-    hdr: libc::cmsghdr,
-    segment: u16,
-    _pad: [u8; 6],
-}
-
-const _: () = assert!(mem::offset_of!(SegmentCmsg, segment) == CMSG_DATA_OFFSET);
-const _: () = assert!(mem::size_of::<SegmentCmsg>() >= SEGMENT_CMSG_SPACE);
 
 /// Room for either socket address.
 #[repr(C)]
@@ -68,6 +59,8 @@ impl Payload<'_> {
 pub(super) struct Out<'a> {
     fd: RawFd,
     dst: SocketAddr,
+    /// The local address to send from (None: the kernel's choice).
+    source: Option<IpAddr>,
     v6_socket: bool,
     payload: Payload<'a>,
     segment: usize,
@@ -78,6 +71,7 @@ impl<'a> From<Send<'a>> for Out<'a> {
         Out {
             fd: s.fd,
             dst: s.dst,
+            source: None,
             v6_socket: s.v6_socket,
             payload: Payload::One(s.buf),
             segment: s.segment,
@@ -91,7 +85,7 @@ pub(super) struct TxSlot {
     msg: libc::msghdr,
     iov: libc::iovec,
     addr: SockAddrBuf,
-    control: SegmentCmsg,
+    control: ControlBuf,
 }
 
 /// One destination of a [`TxBatch`]: which socket, where to, and the caller's tag.
@@ -100,6 +94,7 @@ pub(super) struct Target {
     fd: RawFd,
     v6_socket: bool,
     dst: SocketAddr,
+    source: Option<IpAddr>,
     tag: usize,
 }
 
@@ -217,11 +212,18 @@ pub struct TxBatch<'r> {
 
 impl<'r> TxBatch<'r> {
     /// Adds a send through `sock` (an `AF_INET6` socket when `v6_socket`: IPv4 destinations
-    /// then go to `::ffff:a.b.c.d`) to `dst`. `tag` is the caller's, given back with the
-    /// outcome. The batch holds a reference to `sock` until its sends have completed, so the
-    /// socket stays open while the kernel uses it.
-    pub fn push<S>(&mut self, sock: &Arc<S>, v6_socket: bool, dst: SocketAddr, tag: usize)
-    where
+    /// then go to `::ffff:a.b.c.d`) to `dst`, from the local address `source` (None: the
+    /// kernel's choice). `tag` is the caller's, given back with the outcome. The batch holds
+    /// a reference to `sock` until its sends have completed, so the socket stays open while
+    /// the kernel uses it.
+    pub fn push<S>(
+        &mut self,
+        sock: &Arc<S>,
+        v6_socket: bool,
+        dst: SocketAddr,
+        source: Option<IpAddr>,
+        tag: usize,
+    ) where
         S: AsRawFd + std::marker::Send + std::marker::Sync + 'static,
     {
         let Some(tx) = self.tx.as_deref_mut() else {
@@ -231,6 +233,7 @@ impl<'r> TxBatch<'r> {
             fd: sock.as_raw_fd(),
             v6_socket,
             dst,
+            source,
             tag,
         });
         tx.keep.push(sock.clone());
@@ -313,6 +316,7 @@ impl UringTx {
                 Out {
                     fd: t.fd,
                     dst: t.dst,
+                    source: t.source,
                     v6_socket: t.v6_socket,
                     payload,
                     segment,
@@ -481,7 +485,8 @@ impl TxRing {
     }
 }
 
-/// Fills `slot` for send `s`: destination, iovec(s), optional `UDP_SEGMENT` cmsg.
+/// Fills `slot` for send `s`: destination, iovec(s), optional `UDP_SEGMENT` and
+/// packet-info cmsgs.
 pub(super) fn fill_slot(slot: &mut TxSlot, s: &Out) -> io::Result<()> {
     let namelen = match (s.dst, s.v6_socket) {
         (SocketAddr::V4(a), false) => {
@@ -535,19 +540,20 @@ pub(super) fn fill_slot(slot: &mut TxSlot, s: &Out) -> io::Result<()> {
     slot.msg.msg_namelen = namelen as libc::socklen_t;
     slot.msg.msg_flags = 0;
     let total = s.payload.len();
-    if s.segment > 0 && s.segment < total {
-        let segment = u16::try_from(s.segment).map_err(|_| {
+    let segment = if s.segment > 0 && s.segment < total {
+        Some(u16::try_from(s.segment).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("UDP GSO segment size {} exceeds 65535", s.segment),
             )
-        })?;
-        slot.control.hdr.cmsg_len = SEGMENT_CMSG_LEN as _;
-        slot.control.hdr.cmsg_level = SOL_UDP;
-        slot.control.hdr.cmsg_type = UDP_SEGMENT;
-        slot.control.segment = segment;
+        })?)
+    } else {
+        None
+    };
+    let control_len = cmsg::write_send(&mut slot.control, segment, s.source, udp::is_v4(s.dst));
+    if control_len > 0 {
         slot.msg.msg_control = ptr::addr_of_mut!(slot.control).cast();
-        slot.msg.msg_controllen = SEGMENT_CMSG_SPACE as _;
+        slot.msg.msg_controllen = control_len as _;
     } else {
         slot.msg.msg_control = ptr::null_mut();
         slot.msg.msg_controllen = 0;

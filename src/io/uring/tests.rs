@@ -28,7 +28,7 @@ fn collect(rx: &mut UringRx, want: usize, within: Duration) -> Vec<(SocketAddr, 
     let mut got = Vec::new();
     let deadline = Instant::now() + within;
     while got.len() < want && Instant::now() < deadline {
-        rx.recv(Duration::from_millis(100), &mut |src, p, seg| {
+        rx.recv(Duration::from_millis(100), &mut |src, p, seg, _| {
             got.push((src, p.to_vec(), seg))
         })
         .unwrap();
@@ -113,8 +113,8 @@ fn send_gather_sends_datagrams_from_separate_buffers_as_one_gso_batch() {
     let parts: Vec<&[u8]> = bufs.iter().map(|b| &b[..b.len() - 30]).collect();
     let mut tx = UringTx::new(8).unwrap();
     let mut batch = tx.batch();
-    batch.push(&tx_sock, false, r1.local_addr().unwrap(), 1);
-    batch.push(&tx_sock, false, r2.local_addr().unwrap(), 2);
+    batch.push(&tx_sock, false, r1.local_addr().unwrap(), None, 1);
+    batch.push(&tx_sock, false, r2.local_addr().unwrap(), None, 2);
     let out: Vec<(usize, usize)> = batch
         .send_gather(&parts, 100)
         .map(|(tag, _, r)| (tag, r.unwrap()))
@@ -193,10 +193,10 @@ fn batch_tags_results_and_releases_sockets() {
     let mut tx = UringTx::new(2).unwrap();
     for round in 0..3 {
         let mut batch = tx.batch();
-        batch.push(&tx_sock, false, r1.local_addr().unwrap(), 7);
+        batch.push(&tx_sock, false, r1.local_addr().unwrap(), None, 7);
         // An IPv6 destination on an IPv4 socket fails alone.
-        batch.push(&tx_sock, false, v6_only, 8);
-        batch.push(&tx_sock, false, r2.local_addr().unwrap(), 9);
+        batch.push(&tx_sock, false, v6_only, None, 8);
+        batch.push(&tx_sock, false, r2.local_addr().unwrap(), None, 9);
         assert_eq!(Arc::strong_count(&tx_sock), 4);
         let got: Vec<(usize, SocketAddr, Result<usize, Option<i32>>)> = batch
             .send(&buf, 100)
@@ -224,7 +224,7 @@ fn batch_tags_results_and_releases_sockets() {
     }
     // A batch dropped unsent releases its sockets too, and sends nothing.
     let mut batch = tx.batch();
-    batch.push(&tx_sock, false, r1.local_addr().unwrap(), 0);
+    batch.push(&tx_sock, false, r1.local_addr().unwrap(), None, 0);
     drop(batch);
     assert_eq!(Arc::strong_count(&tx_sock), 1);
     assert_eq!(tx.batch().send(&buf, 100).count(), 0);
@@ -244,7 +244,7 @@ fn batch_steady_state_allocates_nothing() {
     let round = |tx: &mut UringTx| {
         let mut batch = tx.batch();
         for (i, &dst) in dsts.iter().enumerate() {
-            batch.push(&tx_sock, false, dst, i);
+            batch.push(&tx_sock, false, dst, None, i);
         }
         batch
             .send(&buf, 100)
@@ -331,7 +331,7 @@ fn rx_payload_is_mutable_in_place() {
         let mut seen = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while seen.is_empty() && Instant::now() < deadline {
-            rx.recv(Duration::from_millis(100), &mut |_, p, _| {
+            rx.recv(Duration::from_millis(100), &mut |_, p, _, _| {
                 // Buffers are reused: what the last message left must not show.
                 seen.push(p.to_vec());
                 p.copy_from_slice(b"XYZ");
@@ -424,7 +424,7 @@ fn rx_rearms_after_buffer_ring_runs_dry() {
     let mut rx = UringRx::new(r.as_raw_fd(), 32).unwrap();
     // Arm, then stop polling while 1000 datagrams arrive.
     assert_eq!(
-        rx.recv(Duration::from_millis(10), &mut |_, _, _| {})
+        rx.recv(Duration::from_millis(10), &mut |_, _, _, _| {})
             .unwrap(),
         0
     );
@@ -441,7 +441,7 @@ fn rx_rearms_after_buffer_ring_runs_dry() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if rx
-            .recv(Duration::from_millis(200), &mut |_, p, _| {
+            .recv(Duration::from_millis(200), &mut |_, p, _, _| {
                 record(&mut seen, p)
             })
             .unwrap()
@@ -456,7 +456,7 @@ fn rx_rearms_after_buffer_ring_runs_dry() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while (1000..1010).any(|i| !seen.contains(&i)) && Instant::now() < deadline {
-        rx.recv(Duration::from_millis(100), &mut |_, p, _| {
+        rx.recv(Duration::from_millis(100), &mut |_, p, _, _| {
             record(&mut seen, p)
         })
         .unwrap();
@@ -493,13 +493,13 @@ fn rx_timeout_returns_zero() {
     let mut rx = UringRx::new(r.as_raw_fd(), 4).unwrap();
     let t = Instant::now();
     assert_eq!(
-        rx.recv(Duration::from_millis(50), &mut |_, _, _| {})
+        rx.recv(Duration::from_millis(50), &mut |_, _, _, _| {})
             .unwrap(),
         0
     );
     assert!(t.elapsed() >= Duration::from_millis(45));
     assert!(t.elapsed() < Duration::from_secs(2));
-    assert_eq!(rx.recv(Duration::ZERO, &mut |_, _, _| {}).unwrap(), 0);
+    assert_eq!(rx.recv(Duration::ZERO, &mut |_, _, _, _| {}).unwrap(), 0);
 }
 
 #[test]
@@ -517,7 +517,7 @@ fn rx_on_a_non_socket_errors_without_spinning() {
     let mut rx = UringRx::new(f.as_raw_fd(), 2).unwrap();
     let t = Instant::now();
     let e = rx
-        .recv(Duration::from_secs(5), &mut |_, _, _| {})
+        .recv(Duration::from_secs(5), &mut |_, _, _, _| {})
         .unwrap_err();
     eprintln!("{e}");
     assert_eq!(
@@ -569,5 +569,52 @@ fn parse_gro_finds_the_cmsg() {
     // Cut anywhere: never a panic.
     for n in 0..c.len() {
         let _ = parse_gro(&c[..n]);
+    }
+}
+
+/// Packet info through io_uring: a datagram sent to 127.0.0.5 on a tunnel socket
+/// ([`crate::io::udp::open`], which asks for it) is handed over with that local address,
+/// and a GSO send from it through a [`TxBatch`] arrives from it, every datagram, where
+/// the kernel would pick 127.0.0.1.
+#[test]
+fn the_local_address_comes_with_a_receive_and_a_send_leaves_from_it() {
+    let server = Arc::new(crate::io::udp::open(&crate::io::udp::SocketOptions::default()).unwrap());
+    let port = server.local_addr().unwrap().port();
+    let client = udp4();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let to = SocketAddr::from(([127, 0, 0, 5], port));
+    client.send_to(b"hello", to).unwrap();
+    let mut rx = UringRx::new(server.as_raw_fd(), 4).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while got.is_empty() && Instant::now() < deadline {
+        rx.recv(Duration::from_millis(100), &mut |src, p, _, local| {
+            got.push((src, p.to_vec(), local))
+        })
+        .unwrap();
+    }
+    let from = client.local_addr().unwrap();
+    let local = Some(IpAddr::from([127, 0, 0, 5]));
+    assert_eq!(got, vec![(from, b"hello".to_vec(), local)]);
+
+    let mut tx = UringTx::new(4).unwrap();
+    let mut batch = tx.batch();
+    batch.push(&server, true, from, local, 0);
+    batch.push(&server, true, from, None, 1);
+    let out: Vec<usize> = batch
+        .send(&gso_buf(), 100)
+        .map(|(_, _, r)| r.unwrap())
+        .collect();
+    assert_eq!(out, vec![340, 340]);
+    let mut b = [0u8; 2048];
+    for want in [to, to, to, to] {
+        let (_, src) = client.recv_from(&mut b).unwrap();
+        assert_eq!(src, want);
+    }
+    for _ in 0..4 {
+        let (_, src) = client.recv_from(&mut b).unwrap();
+        assert_eq!(src.ip(), IpAddr::from([127, 0, 0, 1]));
     }
 }

@@ -47,6 +47,7 @@ fn at(s: &str, path: usize) -> Source {
     Source {
         addr: s.parse().unwrap(),
         path,
+        local: None,
     }
 }
 
