@@ -16,7 +16,7 @@
 //!   wireguard-go.
 //! * A path with a 1400-byte MTU beside a 1500-byte one: reported, bulk intact, GSO on.
 //! * A server with two addresses on one uplink answers from the one it was reached at
-//!   (IP_PKTINFO), against mpwg and wireguard-go.
+//!   (IP_PKTINFO, IPV6_PKTINFO), against mpwg and wireguard-go.
 //!
 //! Each test builds its own namespaces (see `common`), needs root, and prints a skip
 //! message and passes without it: `sudo cargo test --release --test lifecycle`.
@@ -1148,23 +1148,18 @@ fn a_small_mtu_path_beside_a_normal_one_carries_bulk_and_gso_stays_on() {
     );
 }
 
-/// The elements of nft set `set` of B's table `sources_b`, as `IFACE ADDRESS` strings.
+/// The elements of nft set `set` of table `sources_b` in `ns` (`IFACE ADDRESS` for a
+/// concatenation).
 fn nft_set(ns: &Netns, set: &str) -> std::collections::BTreeSet<String> {
     let listing = ns.run(&["nft", "list", "set", "inet", "sources_b", set]);
     let Some((_, rest)) = listing.split_once("elements = {") else {
         return Default::default();
     };
     let body = rest.split('}').next().unwrap_or("");
+    // `"b1" . 10.90.1.9, ...` or `fd00:92::9, ...`
     body.split(',')
-        .filter_map(|e| {
-            // `"b1" . 10.90.1.9`
-            let (iface, addr) = e.split_once(" . ")?;
-            Some(format!(
-                "{} {}",
-                iface.trim().trim_matches('"'),
-                addr.trim()
-            ))
-        })
+        .map(|e| e.replace('"', "").replace(" . ", " ").trim().to_string())
+        .filter(|e| !e.is_empty())
         .collect()
 }
 
@@ -1293,4 +1288,144 @@ fn replies_leave_from_the_address_the_peer_wrote_to_mpwg_to_wireguard_go() {
         return;
     };
     replies_leave_from_the_address_the_peer_wrote_to(false);
+}
+
+/// The same over IPv6 (IPV6_PKTINFO), on one link: A's `a1` has fd00:N::9 and then
+/// fd00:N::1, and B dials [fd00:N::9]:51820. The kernel would answer from fd00:N::1;
+/// every datagram A sends to B, the handshake response included, comes from fd00:N::9,
+/// and B keeps it as A's endpoint.
+fn replies_over_ipv6_leave_from_the_address_the_peer_wrote_to(far_mpwg: bool) {
+    let net = if far_mpwg { 92 } else { 93 };
+    let (a, b) = (Netns::new(), Netns::new());
+    veth(
+        &a,
+        "a1",
+        &format!("10.{net}.0.1/24"),
+        &b,
+        "b1",
+        &format!("10.{net}.0.2/24"),
+    );
+    let (first, second, b_addr) = (
+        format!("fd00:{net}::1"),
+        format!("fd00:{net}::9"),
+        format!("fd00:{net}::2"),
+    );
+    // fd00:N::1 added last: of two addresses that match B's equally (up to their /64),
+    // Linux picks the newer one, so without IPV6_PKTINFO A would answer from it.
+    for (ns, dev, addr) in [(&a, "a1", &second), (&a, "a1", &first), (&b, "b1", &b_addr)] {
+        ns.ip(&["addr", "add", &format!("{addr}/64"), "dev", dev, "nodad"]);
+    }
+    nft(
+        &b,
+        "table inet sources_b {\n\
+         \x20 set to_a { type ipv6_addr; flags dynamic; }\n\
+         \x20 set from_a { type ipv6_addr; flags dynamic; }\n\
+         \x20 chain out { type filter hook output priority 0; policy accept;\n\
+         \x20   udp dport 51820 add @to_a { ip6 daddr }\n\
+         \x20 }\n\
+         \x20 chain in { type filter hook input priority 0; policy accept;\n\
+         \x20   udp sport 51820 counter add @from_a { ip6 saddr }\n\
+         \x20 }\n\
+         }\n",
+    );
+    let (dev_a, dev_b) = (unique_dev(), unique_dev());
+    let _da = Daemon::mpwg(&a, &dev_a, &["--listen-port", "51820", "--path", "a1"]);
+    let _db = if far_mpwg {
+        Daemon::mpwg(&b, &dev_b, &["--listen-port", "51821", "--path", "b1"])
+    } else {
+        Daemon::wireguard_go(&b, &dev_b)
+    };
+    let keys = TempDir::new();
+    let (priv_a, priv_b) = (genkey(), genkey());
+    let (pub_a, pub_b) = (pubkey(&priv_a), pubkey(&priv_b));
+    let key_a = keys.secret_file("a.key", &priv_a);
+    let key_b = keys.secret_file("b.key", &priv_b);
+    let (tun_a, tun_b) = (format!("10.{net}.100.1"), format!("10.{net}.100.2"));
+    let (allowed_a, allowed_b) = (format!("{tun_a}/32"), format!("{tun_b}/32"));
+    let endpoint = format!("[{second}]:51820");
+    wg(
+        &a,
+        &[
+            "set",
+            &dev_a,
+            "private-key",
+            key_a.to_str().unwrap(),
+            "peer",
+            &pub_b,
+            "allowed-ips",
+            &allowed_b,
+        ],
+    );
+    wg(
+        &b,
+        &[
+            "set",
+            &dev_b,
+            "listen-port",
+            "51821",
+            "private-key",
+            key_b.to_str().unwrap(),
+            "peer",
+            &pub_a,
+            "allowed-ips",
+            &allowed_a,
+            "endpoint",
+            &endpoint,
+        ],
+    );
+    for (ns, dev, addr) in [(&a, &dev_a, &tun_a), (&b, &dev_b, &tun_b)] {
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    assert!(
+        ping_until(&b, &tun_a, Duration::from_secs(10)),
+        "no ping reply B -> A over IPv6 ({dev_b} -> {dev_a})"
+    );
+    let e = EchoStream::start(&b, &tun_a, 100, "0.01").finish(&b);
+    assert_eq!(e.lost(), 0, "pings lost:\n{}", e.ping_output);
+
+    let (to_a, from_a) = (nft_set(&b, "to_a"), nft_set(&b, "from_a"));
+    let listing = b.run(&["nft", "list", "table", "inet", "sources_b"]);
+    eprintln!("B wrote to A at {to_a:?}; A's datagrams came from {from_a:?}");
+    let want: std::collections::BTreeSet<String> = [second.clone()].into();
+    assert_eq!(
+        from_a,
+        want,
+        "A's datagrams came from {from_a:?}, B wrote to {to_a:?}:\n{listing}\n{}",
+        mpwg_show(&dev_a).text
+    );
+    let received: u64 = listing
+        .lines()
+        .find(|l| l.contains("counter packets"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "packets").nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in:\n{listing}"));
+    assert!(
+        received >= 100,
+        "B got only {received} datagrams from A:\n{listing}"
+    );
+    let endpoints = wg(&b, &["show", &dev_b, "endpoints"]);
+    assert!(
+        endpoints.contains(&endpoint),
+        "B's endpoint for A moved off {endpoint}:\n{endpoints}"
+    );
+}
+
+#[test]
+fn replies_over_ipv6_leave_from_the_address_the_peer_wrote_to_mpwg_to_mpwg() {
+    let Some(_lab) = lab("replies_over_ipv6_leave_from_the_address_the_peer_wrote_to_mpwg_to_mpwg")
+    else {
+        return;
+    };
+    replies_over_ipv6_leave_from_the_address_the_peer_wrote_to(true);
+}
+
+#[test]
+fn replies_over_ipv6_leave_from_the_address_the_peer_wrote_to_mpwg_to_wireguard_go() {
+    let Some(_lab) =
+        lab("replies_over_ipv6_leave_from_the_address_the_peer_wrote_to_mpwg_to_wireguard_go")
+    else {
+        return;
+    };
+    replies_over_ipv6_leave_from_the_address_the_peer_wrote_to(false);
 }
