@@ -51,6 +51,12 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+step "cargo build --release --examples"
+cargo build --release --examples
+
+step "cargo doc --no-deps (warnings are errors: the library's API is documented)"
+RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps
+
 step "cargo build --release"
 cargo build --release
 

@@ -65,7 +65,9 @@ pub struct Options {
     pub metrics: Option<SocketAddr>,
 }
 
-/// What went wrong: starting a tunnel, configuring it, or changing its paths.
+/// What can go wrong, each with a message that says what and what to do: starting a
+/// tunnel ([`Builder::start`]), configuring it ([`Handle::set`]), changing its paths
+/// ([`Handle::add_path`]), listing interfaces ([`interfaces`]). `mpwg::Error`.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// Neither root nor CAP_NET_ADMIN.
@@ -124,6 +126,11 @@ pub enum DaemonError {
     /// A path could not be added or removed ([`Handle::add_path`]), with why.
     #[error("{0}")]
     PathChange(String),
+    /// A path over a program's transport given by interface index.
+    #[error(
+        "path index {0}: the paths of a tunnel over a program's transport are names          the transport knows (Builder::path), not interface indexes"
+    )]
+    TransportPathIndex(u32),
 }
 
 /// True if the process has CAP_NET_ADMIN in its effective set.
@@ -324,6 +331,9 @@ impl Tunnel {
 
     /// Sets every path's state from a fresh list of interfaces.
     fn sync_link_states(&self) {
+        if self.paths.is_user() {
+            return;
+        }
         if let Ok(list) = netlink::interfaces() {
             self.log_changes(self.paths.sync(&link_infos(&list), Instant::now()));
         }
@@ -455,8 +465,12 @@ impl Tunnel {
                 "{iface} is this tunnel's own device: a path needs an uplink interface"
             ));
         }
-        let list = netlink::interfaces()
-            .map_err(|e| format!("cannot list interfaces through netlink: {e}"))?;
+        // A program's transport has no interfaces to look up.
+        let list = match self.paths.is_user() {
+            true => Vec::new(),
+            false => netlink::interfaces()
+                .map_err(|e| format!("cannot list interfaces through netlink: {e}"))?,
+        };
         let infos = link_infos(&list);
         let seen = infos.iter().find(|l| l.name == iface);
         let path = self

@@ -39,13 +39,12 @@ pub mod multipath;
 pub mod protocol;
 
 pub use control::status::{DropCounts, HandshakeCounts, PathStatus, PeerStatus, Status};
+pub use daemon::DaemonError as Error;
 pub use daemon::{interfaces, Builder, Handle, InterfaceInfo, StopReason, Stopper};
 pub use datapath::paths::ReceiveMode;
+pub use datapath::paths::{Inbound, Transport};
 pub use datapath::Io;
+pub use io::tun::TunDevice;
+pub use protocol::cidr::Cidr;
 pub use protocol::key::Key;
 pub use protocol::request::{PeerUpdate, SetRequest};
-
-/// What can go wrong, each with a message that says what and what to do: starting a
-/// tunnel ([`Builder::start`]), configuring it ([`Handle::set`]), changing its paths
-/// ([`Handle::add_path`]), listing interfaces.
-pub type Error = daemon::DaemonError;

@@ -19,10 +19,10 @@ use crate::control::http::{MetricsServer, StatusSource};
 use crate::control::show::ControlServer;
 use crate::control::status::Status;
 use crate::control::uapi::{self, SetRequest, UapiHandler, UapiServer};
-use crate::datapath::paths::{Paths, ReceiveMode};
+use crate::datapath::paths::{Paths, ReceiveMode, Transport};
 use crate::datapath::{self, Io, Lifecycle};
 use crate::io::netlink::{self, NetlinkSocket};
-use crate::io::tun::Tun;
+use crate::io::tun::{Tun, TunDevice};
 use crate::multipath::endpoint::DEFAULT_WINDOW;
 use crate::multipath::path::{Interface, PathArg};
 use crate::protocol::device::Device;
@@ -45,12 +45,27 @@ const STOP_PATIENCE: Duration = Duration::from_secs(5);
 /// tunnel.stop();
 /// # Ok::<(), mpwg::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Builder {
     opts: Options,
     uapi_socket: bool,
     control_socket: bool,
     check_permissions: bool,
+    tun: Option<Arc<dyn TunDevice>>,
+    transport: Option<Arc<dyn Transport>>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("opts", &self.opts)
+            .field("uapi_socket", &self.uapi_socket)
+            .field("control_socket", &self.control_socket)
+            .field("check_permissions", &self.check_permissions)
+            .field("tun_device", &self.tun.is_some())
+            .field("transport", &self.transport.is_some())
+            .finish()
+    }
 }
 
 impl Builder {
@@ -82,6 +97,8 @@ impl Builder {
             uapi_socket: true,
             control_socket: true,
             check_permissions: true,
+            tun: None,
+            transport: None,
         }
     }
 
@@ -188,6 +205,21 @@ impl Builder {
         self
     }
 
+    /// Uses the program's `device` instead of a kernel TUN device: the tunnel reads the
+    /// packets to send from it and writes those it receives to it. No root needed.
+    pub fn tun_device(mut self, device: impl TunDevice) -> Builder {
+        self.tun = Some(Arc::new(device));
+        self
+    }
+
+    /// Sends and receives through the program's `transport` instead of UDP sockets:
+    /// the paths ([`Builder::path`], by name) are names the transport knows. The
+    /// datapath then uses plain calls (no io_uring), one per datagram.
+    pub fn transport(mut self, transport: impl Transport) -> Builder {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
     /// Creates the TUN device, the path sockets, and the UAPI and control sockets, and
     /// starts the tunnel's threads. The error says what could not be created and why.
     pub fn start(self) -> Result<Handle, DaemonError> {
@@ -208,10 +240,18 @@ impl Builder {
             }
             initial = parsed.request;
         }
-        if opts.io == Io::Uring {
+        let mut io = opts.io;
+        if self.transport.is_some() {
+            io = Io::Syscalls;
+        }
+        if io == Io::Uring {
             crate::io::uring::probe()?;
         }
-        let interfaces = netlink::interfaces().map_err(DaemonError::Netlink)?;
+        // Over a program's transport, no interface is looked up.
+        let interfaces = match self.transport {
+            Some(_) => Vec::new(),
+            None => netlink::interfaces().map_err(DaemonError::Netlink)?,
+        };
         let names: Vec<Interface> = interfaces
             .iter()
             .map(|i| Interface {
@@ -223,6 +263,7 @@ impl Builder {
             Some(file) if opts.paths.is_empty() && !config_paths.is_empty() => {
                 resolve_config_paths(file, &config_paths, &names)?
             }
+            _ if self.transport.is_some() => Vec::new(),
             file => {
                 if let (Some(file), false) = (file, config_paths.is_empty()) {
                     tracing::info!(
@@ -233,17 +274,24 @@ impl Builder {
                 crate::multipath::path::resolve(&opts.paths, &names)?
             }
         };
-        if self.check_permissions && !has_net_admin() {
+        if self.check_permissions && self.tun.is_none() && !has_net_admin() {
             return Err(DaemonError::NotPermitted(opts.name.clone()));
         }
         let port = opts.listen_port.or(initial.listen_port).unwrap_or(0);
         let fwmark = initial.fwmark.unwrap_or(0);
-        let tun = Arc::new(Tun::create(&opts.name, opts.mtu, opts.cores)?);
+        let tun = Arc::new(match &self.tun {
+            Some(dev) => Tun::user(&opts.name, dev.clone()),
+            None => Tun::create(&opts.name, opts.mtu, opts.cores)?,
+        });
         // From here on, what fails leaves nothing behind: the TUN device goes with its
         // queues (it is not persistent), the sockets with their descriptors.
-        let mut paths = Paths::open(&ifaces, port, fwmark)?;
+        let mut paths = match &self.transport {
+            Some(t) => Paths::open_user(&self.user_path_names(&config_paths)?, port, t.clone()),
+            None => Paths::open(&ifaces, port, fwmark)?,
+        };
         paths.window = opts.endpoint_window;
         let paths = Arc::new(paths);
+        paths.attach();
         initial.listen_port = Some(paths.port());
         let device = Arc::new(Device::new(opts.mtu as usize));
         device
@@ -260,7 +308,7 @@ impl Builder {
             receive: opts.receive,
             batch: opts.batch,
             decrypt_workers: opts.decrypt_workers,
-            io: opts.io,
+            io,
             mtu: opts.mtu,
             set_lock: Mutex::new(()),
             stop: Mutex::new(stop_tx.clone()),
@@ -281,7 +329,11 @@ impl Builder {
             .metrics
             .map(|addr| MetricsServer::start(addr, status_source.clone(), &life))
             .transpose()?;
-        let events = NetlinkSocket::open(true).map_err(DaemonError::Netlink)?;
+        // Link events concern the kernel's TUN device and the socket paths' interfaces.
+        let events = match (&self.tun, &self.transport) {
+            (Some(_), Some(_)) => None,
+            _ => Some(NetlinkSocket::open(true).map_err(DaemonError::Netlink)?),
+        };
 
         tunnel.log_changes(tunnel.paths.sync(&link_infos(&interfaces), Instant::now()));
         tunnel.warn_mtu(&tunnel.paths.all());
@@ -291,10 +343,12 @@ impl Builder {
             handshake_worker.run(&t.device, &*t.paths, &t.life)
         }));
         threads.push(tunnel.spawn_receiver());
-        let t = tunnel.clone();
-        threads.push(datapath::spawn("mpwg-netlink".into(), &life, move || {
-            t.netlink_loop(events)
-        }));
+        if let Some(events) = events {
+            let t = tunnel.clone();
+            threads.push(datapath::spawn("mpwg-netlink".into(), &life, move || {
+                t.netlink_loop(events)
+            }));
+        }
         threads.extend(tunnel.spawn_senders());
         let t = tunnel.clone();
         threads.push(datapath::spawn("mpwg-timers".into(), &life, move || {
@@ -327,6 +381,27 @@ impl Builder {
             status_source,
             stopped: false,
         })
+    }
+}
+
+impl Builder {
+    /// The names of the paths over a program's transport: those given, else the
+    /// config file's `[Path]` sections.
+    fn user_path_names(
+        &self,
+        config_paths: &[config::ConfigPath],
+    ) -> Result<Vec<String>, DaemonError> {
+        if self.opts.paths.is_empty() {
+            return Ok(config_paths.iter().map(|p| p.interface.clone()).collect());
+        }
+        self.opts
+            .paths
+            .iter()
+            .map(|p| match p {
+                PathArg::Name(n) => Ok(n.clone()),
+                PathArg::Index(i) => Err(DaemonError::TransportPathIndex(*i)),
+            })
+            .collect()
     }
 }
 
@@ -556,8 +631,10 @@ impl Handle {
         let t = &self.tunnel;
         t.life.stop();
         // The TX workers wait in TUN reads: deleting the device (ours, and still the
-        // one of that name at that index) ends them.
-        if why != StopReason::DeviceDeleted && !t.tun.is_gone() {
+        // one of that name at that index) ends them; a program's device is closed.
+        if t.tun.is_user() {
+            t.tun.close();
+        } else if why != StopReason::DeviceDeleted && !t.tun.is_gone() {
             let ours = netlink::interfaces().is_ok_and(|list| {
                 list.iter()
                     .any(|i| i.link.index == t.tun.index() && i.link.name == t.name)

@@ -12,6 +12,8 @@
 //!   by decryption workers (`--decrypt-workers`, pinned like the TX workers) that write
 //!   the batches back in receive order ([`crate::datapath::queueing`]). Packets of one
 //!   flow reach the TUN in the order they arrived, coalesced per flow.
+//!
+//! [`Device::open_batch`]: crate::protocol::device::Device::open_batch
 
 pub mod gso;
 pub mod handshake;

@@ -130,6 +130,9 @@ pub struct Path {
     /// The interface's MTU as netlink last said (0: unknown).
     mtu: AtomicU32,
     socket: RwLock<Option<Arc<PathSocket>>>,
+    /// A program's transport, for a path that has no socket but that
+    /// (`paths/user.rs`).
+    transport: Option<Arc<dyn Transport>>,
     /// Counters.
     pub stats: PathStats,
 }
@@ -146,6 +149,7 @@ impl Path {
             gso_einval: AtomicBool::new(false),
             mtu: AtomicU32::new(mtu),
             socket: RwLock::new(None),
+            transport: None,
             stats: PathStats::default(),
         }
     }
@@ -208,7 +212,7 @@ impl Path {
     /// Sends one datagram to `dst` from `local` (None: the kernel's choice).
     fn send(&self, dst: SocketAddr, local: Option<IpAddr>, d: &[u8]) -> bool {
         let Some(sock) = self.socket() else {
-            return false;
+            return self.send_user(dst, d);
         };
         let one = Datagrams::Segments {
             buf: d,
@@ -315,7 +319,7 @@ impl Path {
     fn send_datagrams(&self, dst: SocketAddr, local: Option<IpAddr>, d: Datagrams) -> bool {
         if self.uses_gso(dst, &d) {
             let Some(sock) = self.socket() else {
-                return false;
+                return self.send_each(dst, local, d);
             };
             // An EINVAL here may be the segment size or a stale source: the datagrams then
             // go one per call, where [`Path::send`] tells the two apart.
@@ -426,6 +430,8 @@ pub struct Paths {
     /// How long an address seen on a path keeps getting copies.
     pub window: Duration,
     epoch: Instant,
+    /// A program's transport, in place of sockets ([`Paths::open_user`]).
+    user: Option<UserTransport>,
 }
 
 fn options(name: Option<&str>, port: u16, fwmark: u32) -> SocketOptions {
@@ -487,6 +493,7 @@ impl Paths {
             fwmark: AtomicU32::new(fwmark),
             window: DEFAULT_WINDOW,
             epoch: now,
+            user: None,
         })
     }
 
@@ -528,6 +535,11 @@ impl Paths {
     /// Paths without a socket (absent interfaces) get the new port when they rejoin.
     pub fn rebind(&self, port: u16, fwmark: u32) -> Result<(), UdpError> {
         let _g = self.change.lock();
+        if self.user.is_some() {
+            // A program's transport: the port is only what the tunnel reports.
+            self.port.store(port, Ordering::Relaxed);
+            return Ok(());
+        }
         let list = self.list.load_full();
         let mut port = port;
         let mut fresh = Vec::new();
@@ -651,6 +663,8 @@ impl Paths {
                 // until the send completed, so a rebind meanwhile cannot close it under
                 // the kernel.
                 batch.push(sock, sock.v6, dst, local, path.id);
+            } else if path.transport.is_some() {
+                ok |= path.send_each(dst, local, d);
             }
         });
         for (id, dst, r) in batch.send_datagrams(d) {
@@ -714,3 +728,6 @@ impl Transmit for Paths {
 mod membership;
 #[cfg(test)]
 mod tests;
+mod user;
+pub(crate) use user::{Delivered, UserTransport};
+pub use user::{Inbound, Transport, INBOUND_DEPTH};

@@ -90,6 +90,9 @@ pub fn rx_worker(
 fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, life: &Lifecycle) {
     // The rings of the sockets read so far (the ring first: it goes before its socket).
     let mut kept: Vec<(UringRx, Arc<PathSocket>)> = Vec::new();
+    if let Some(queue) = paths.user_queue() {
+        return user::receive_loop(rx, queue, life);
+    }
     let mut uring = io == Io::Uring;
     while !life.is_stopping() {
         let generation = paths.generation();
@@ -167,6 +170,8 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, li
         }
     }
 }
+
+mod user;
 
 /// Provided buffers per path socket's receive ring (64 KiB each).
 const RX_RING_BUFFERS: u16 = 64;

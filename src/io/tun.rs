@@ -16,6 +16,9 @@ use std::sync::Arc;
 
 pub use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
+mod user;
+pub use user::{TunDevice, READ_TIMEOUT};
+
 /// Why the TUN device could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub enum TunError {
@@ -75,9 +78,16 @@ pub struct QueueStats {
     pub oversize_drops: AtomicU64,
 }
 
+/// What a queue reads and writes: the kernel's TUN device (no dynamic dispatch), or a
+/// program's ([`TunDevice`]).
+enum Queue {
+    Kernel(tun_rs::SyncDevice),
+    User(Arc<dyn TunDevice>),
+}
+
 /// One queue of the TUN device.
 pub struct TunQueue {
-    dev: tun_rs::SyncDevice,
+    dev: Queue,
     /// Set (for every queue of the device) once a read or write said the device is gone.
     gone: Arc<AtomicBool>,
     /// Counters.
@@ -156,28 +166,57 @@ impl Tun {
             );
         }
         let gone = Arc::new(AtomicBool::new(false));
-        let mut all = vec![TunQueue {
-            dev: first,
-            gone: gone.clone(),
-            stats: QueueStats::default(),
-        }];
+        let mut devs = Vec::with_capacity(queues.max(1));
         for _ in 1..queues.max(1) {
-            let q = all[0]
-                .dev
+            let q = first
                 .try_clone()
                 .map_err(|e| classify(name, "opening another queue", e))?;
-            all.push(TunQueue {
-                dev: q,
+            devs.push(q);
+        }
+        devs.insert(0, first);
+        let all: Vec<TunQueue> = devs
+            .into_iter()
+            .map(|dev| TunQueue {
+                dev: Queue::Kernel(dev),
                 gone: gone.clone(),
                 stats: QueueStats::default(),
-            });
-        }
+            })
+            .collect();
         Ok(Tun {
             name: name.to_string(),
             index,
             gone,
             queues: all.into_iter().map(Arc::new).collect(),
         })
+    }
+
+    /// A device that is a program's ([`TunDevice`]), named `name` (for the logs and
+    /// the status), with one queue. Index 0: no interface of the system is it.
+    pub fn user(name: &str, dev: Arc<dyn TunDevice>) -> Tun {
+        let gone = Arc::new(AtomicBool::new(false));
+        Tun {
+            name: name.to_string(),
+            index: 0,
+            gone: gone.clone(),
+            queues: vec![Arc::new(TunQueue {
+                dev: Queue::User(dev),
+                gone,
+                stats: QueueStats::default(),
+            })],
+        }
+    }
+
+    /// True if the device is a program's, not the kernel's.
+    pub fn is_user(&self) -> bool {
+        self.queues
+            .first()
+            .is_some_and(|q| matches!(q.dev, Queue::User(_)))
+    }
+
+    /// Marks every queue gone, as a deleted device would: their reads of a program's
+    /// device then fail, so the TX workers end.
+    pub fn close(&self) {
+        self.gone.store(true, Ordering::Relaxed);
     }
 
     /// The interface name.
@@ -210,7 +249,11 @@ impl TunQueue {
         sizes: &mut [usize],
         offset: usize,
     ) -> io::Result<usize> {
-        let n = match self.dev.recv_multiple(scratch, bufs, sizes, offset) {
+        let dev = match &self.dev {
+            Queue::Kernel(dev) => dev,
+            Queue::User(dev) => return self.user_recv_batch(&**dev, bufs, sizes, offset),
+        };
+        let n = match dev.recv_multiple(scratch, bufs, sizes, offset) {
             Ok(n) => n,
             Err(e) if too_many_segments(&e) => {
                 let n = self.stats.oversize_drops.fetch_add(1, Ordering::Relaxed) + 1;
@@ -246,8 +289,12 @@ impl TunQueue {
 
     /// True if a read would not block now (more packets are queued).
     pub fn readable_now(&self) -> bool {
+        let Queue::Kernel(dev) = &self.dev else {
+            // A program's device: its reads take what waits already.
+            return false;
+        };
         let mut pfd = libc::pollfd {
-            fd: self.dev.as_raw_fd(),
+            fd: dev.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -271,7 +318,11 @@ impl TunQueue {
         self.stats
             .written_packets
             .fetch_add(bufs.len() as u64, Ordering::Relaxed);
-        match self.dev.send_multiple(gro, bufs, offset) {
+        let dev = match &self.dev {
+            Queue::Kernel(dev) => dev,
+            Queue::User(dev) => return user::send_batch(&**dev, bufs, offset),
+        };
+        match dev.send_multiple(gro, bufs, offset) {
             Ok(_) => Ok(()),
             Err(e) => {
                 if device_gone(&e) {

@@ -161,7 +161,7 @@ fn abs_diff(a: Duration, b: Duration) -> Duration {
     a.abs_diff(b)
 }
 
-/// A byte rate measured over windows of [`RATE_WINDOW`] and smoothed (1/2).
+/// A byte rate measured over windows of `RATE_WINDOW` and smoothed (1/2).
 #[derive(Debug, Clone, Default)]
 pub struct Rate {
     start: Option<Instant>,

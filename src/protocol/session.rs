@@ -8,7 +8,7 @@
 //! Key erasure: the raw key bytes come in a zeroizing holder ([`SessionKeys`], wiped
 //! when dropped); ring's [`LessSafeKey`] keeps its own copy and does not wipe it, so a
 //! session overwrites both of its keys in place with a zero key when it is dropped (see
-//! [`wipe`]).
+//! `wipe`).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,7 +16,7 @@ impl Paths {
     /// not used by a path of `list`, and the one freed longest ago: ids go round, so a
     /// path does not inherit the peer addresses another one learned recently (those age
     /// out of the endpoint table within its window).
-    fn alloc_id(&self, list: &[Arc<Path>]) -> usize {
+    pub(super) fn alloc_id(&self, list: &[Arc<Path>]) -> usize {
         let start = self.next_id.load(Ordering::Relaxed);
         let id = (0..MAX_PATHS)
             .map(|i| (start + i) % MAX_PATHS)
@@ -177,6 +177,9 @@ impl Paths {
         if list.len() - unbound.len() >= MAX_PATHS {
             return Err(PathChangeError::TooMany);
         }
+        if let Some(user) = &self.user {
+            return Ok(self.add_user(&list, name, user));
+        }
         let (link, _) = PathLink::new(
             name,
             seen.map(|l| Seen {
@@ -235,7 +238,7 @@ impl Paths {
         };
         let mut next: Vec<Arc<Path>> = list.iter().filter(|p| p.id != path.id).cloned().collect();
         let had_socket = path.close_socket();
-        if next.is_empty() {
+        if next.is_empty() && self.user.is_none() {
             // The removed path's socket holds the port on its interface, which the
             // unbound socket needs: the receive thread lets go of it first.
             self.changed();

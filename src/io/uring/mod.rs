@@ -1,7 +1,7 @@
 //! The io_uring edge of the datapath: multishot receive over a provided buffer ring, and
 //! batched `sendmsg` with UDP GSO. No WireGuard logic lives here.
 //!
-//! * [`probe`] checks once, at start-up, that the running kernel has everything below, and
+//! * [`probe()`] checks once, at start-up, that the running kernel has everything below, and
 //!   names the missing piece and the kernel version that added it when it does not.
 //! * [`UringRx`] keeps one multishot `recvmsg` armed on one UDP socket. The kernel picks a
 //!   buffer from a provided buffer ring for every datagram (or UDP GRO batch) and posts one
