@@ -2,7 +2,8 @@
 //! program's ([`mpwg::TunDevice`]) and so are their paths ([`mpwg::Transport`], two
 //! in-memory paths between them). No root, no socket, no namespace: this runs in a plain
 //! `cargo test`. They complete a handshake, exchange packets both ways (each sent on
-//! both paths, the first copy delivered), and stop, every thread joined.
+//! both paths, the first copy delivered), add and remove paths while running, and stop,
+//! every thread joined. The errors of the builder and of `set` say what is wrong.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -219,6 +220,19 @@ fn two_devices_over_an_in_memory_path_handshake_and_exchange_packets() {
     );
     assert!(*wire.carried.lock().unwrap() >= 2 * (10 + 10 + 2));
 
+    // Paths come and go as with `mpwg path add` and `mpwg path del`.
+    a.add_path("mem2").unwrap();
+    let names: Vec<String> = a.status().paths.into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["mem0", "mem1", "mem2"]);
+    let e = a.add_path("mem2").unwrap_err().to_string();
+    assert_eq!(e, "mem-a already has a path on mem2");
+    a.remove_path("mem0").unwrap();
+    let e = a.remove_path("mem0").unwrap_err().to_string();
+    assert!(e.contains("mem-a has no path on mem0"), "{e}");
+    let p = ipv4_udp([10, 0, 0, 1], [10, 0, 0, 2], b"after the path changes");
+    host_a.send.send(p.clone()).unwrap();
+    assert_eq!(receive(&host_b, 1), [p], "the tunnel carries on");
+
     // Stopping ends every thread (stop returns once they are joined).
     a.stop();
     b.stop();
@@ -226,4 +240,54 @@ fn two_devices_over_an_in_memory_path_handshake_and_exchange_packets() {
         .get()
         .unwrap()
         .deliver("mem0", address(1), &[1, 0, 0, 0]));
+}
+
+#[test]
+fn errors_say_what_is_wrong() {
+    let e = mpwg::Builder::new("no/slash")
+        .start()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid interface name \"no/slash\""), "{e}");
+    let (tun, _host) = channel_tun();
+    let e = mpwg::Builder::new("mem-c")
+        .tun_device(tun)
+        .transport(End {
+            wire: Arc::new(Wire::default()),
+            side: 0,
+        })
+        .path_index(3)
+        .uapi_socket(false)
+        .control_socket(false)
+        .start()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("path index 3: the paths of a tunnel over a program's transport are names"),
+        "{e}"
+    );
+    let (tun, _host) = channel_tun();
+    let t = mpwg::Builder::new("mem-d")
+        .tun_device(tun)
+        .transport(End {
+            wire: Arc::new(Wire::default()),
+            side: 0,
+        })
+        .path("mem0")
+        .uapi_socket(false)
+        .control_socket(false)
+        .start()
+        .unwrap();
+    let e = t.set("private_key=zz\n").unwrap_err().to_string();
+    assert_eq!(
+        e, "bad UAPI line \"private_key=…\": not a valid hex key (the UAPI expects 64 hex digits)",
+        "names the line, not the key"
+    );
+    let e = t
+        .set("listen_port=51820\nbogus=1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bogus"), "{e}");
+    assert_eq!(t.listen_port(), 0, "a set that fails changes nothing");
+    t.stop();
 }

@@ -108,3 +108,28 @@ pub fn spawn(
         .spawn(move || guarded(&thread_name, &life, f))
         .expect("spawning a thread")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_panics_fails_its_own_tunnel_and_no_other() {
+        let (a, b) = (
+            Arc::new(Lifecycle::default()),
+            Arc::new(Lifecycle::default()),
+        );
+        let fine = spawn("mpwg-test-fine".into(), &b, || {});
+        let bad = spawn("mpwg-test-bad".into(), &a, || panic!("a bug in a worker"));
+        assert!(bad.join().is_ok(), "the panic is caught on its thread");
+        assert!(fine.join().is_ok());
+        assert!(a.failed(), "its tunnel is marked failed");
+        assert!(!b.failed(), "another tunnel is not");
+        assert!(
+            !a.is_stopping() && !b.is_stopping(),
+            "stopping is the daemon's call"
+        );
+        a.stop();
+        assert!(a.is_stopping() && !b.is_stopping());
+    }
+}
