@@ -161,11 +161,12 @@ fn two_devices_over_an_in_memory_path_handshake_and_exchange_packets() {
     b.configure(mpwg::SetRequest {
         private_key: Some(key_b),
         listen_port: Some(51820),
-        peers: vec![mpwg::PeerUpdate {
-            allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
-            ..mpwg::PeerUpdate::new(key_a.public_key())
-        }],
         ..mpwg::SetRequest::default()
+    })
+    .unwrap();
+    b.set_peer(mpwg::PeerUpdate {
+        allowed_ips: vec!["10.0.0.1/32".parse().unwrap()],
+        ..mpwg::PeerUpdate::new(key_a.public_key())
     })
     .unwrap();
     assert_eq!(a.listen_port(), 51820);

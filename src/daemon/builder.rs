@@ -18,7 +18,7 @@ use crate::control::config;
 use crate::control::http::{MetricsServer, StatusSource};
 use crate::control::show::ControlServer;
 use crate::control::status::Status;
-use crate::control::uapi::{self, SetRequest, UapiHandler, UapiServer};
+use crate::control::uapi::{self, PeerUpdate, SetRequest, UapiHandler, UapiServer};
 use crate::datapath::paths::{Paths, ReceiveMode, Transport};
 use crate::datapath::{self, Io, Lifecycle};
 use crate::io::netlink::{self, NetlinkSocket};
@@ -505,6 +505,26 @@ impl Handle {
     /// [`Handle::set`] does once the text is parsed.
     pub fn configure(&self, request: SetRequest) -> Result<(), DaemonError> {
         UapiHandler::set(&self.tunnel, request).map_err(|e| DaemonError::Configure(e.message))
+    }
+
+    /// Adds or changes one peer (its key, endpoint, allowed IPs, keepalive...), as a
+    /// `set` naming only that peer does: the other peers are not disturbed.
+    ///
+    /// ```no_run
+    /// # let tunnel = mpwg::Builder::new("wg0").start()?;
+    /// let peer = mpwg::Key::generate().public_key();
+    /// tunnel.set_peer(mpwg::PeerUpdate {
+    ///     endpoint: Some("192.0.2.1:51820".parse().unwrap()),
+    ///     allowed_ips: vec!["10.0.0.2/32".parse().unwrap()],
+    ///     ..mpwg::PeerUpdate::new(peer)
+    /// })?;
+    /// # Ok::<(), mpwg::Error>(())
+    /// ```
+    pub fn set_peer(&self, peer: PeerUpdate) -> Result<(), DaemonError> {
+        self.configure(SetRequest {
+            peers: vec![peer],
+            ..SetRequest::default()
+        })
     }
 
     /// The configuration and peer state, as the UAPI's `get=1` answers it (what `wg show
