@@ -236,9 +236,11 @@ impl Tunnel {
     /// Follows link and address changes of the path interfaces, and the TUN device's
     /// deletion. Each second without news, retries the sockets that could not be opened.
     fn netlink_loop(&self, sock: NetlinkSocket) {
-        if let Err(e) = sock.set_timeout(SOCKET_RETRY) {
+        // Woken every WATCH_INTERVAL, so a stopping tunnel's loop ends soon.
+        if let Err(e) = sock.set_timeout(WATCH_INTERVAL) {
             tracing::debug!("netlink: cannot set a receive timeout ({e})");
         }
+        let mut retried = Instant::now();
         while !self.life.is_stopping() {
             let msgs = match sock.recv() {
                 Ok(m) => m,
@@ -248,6 +250,10 @@ impl Tunnel {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
+                    if retried.elapsed() < SOCKET_RETRY {
+                        continue;
+                    }
+                    retried = Instant::now();
                     for p in self.paths.retry_sockets() {
                         tracing::info!(
                             path = p.label(),

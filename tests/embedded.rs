@@ -244,6 +244,15 @@ fn two_devices_over_an_in_memory_path_handshake_and_exchange_packets() {
 }
 
 #[test]
+fn handles_and_builders_go_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<mpwg::Handle>();
+    shared::<mpwg::Builder>();
+    shared::<mpwg::Stopper>();
+    shared::<mpwg::Inbound>();
+}
+
+#[test]
 fn errors_say_what_is_wrong() {
     let e = mpwg::Builder::new("no/slash")
         .start()

@@ -374,7 +374,7 @@ impl Builder {
             tunnel,
             threads,
             stop_tx,
-            stop_rx,
+            stop_rx: Mutex::new(stop_rx),
             uapi,
             control,
             metrics,
@@ -439,12 +439,13 @@ impl Stopper {
     }
 }
 
-/// A running tunnel. Dropping it stops it, as [`Handle::stop`] does.
+/// A running tunnel. Dropping it stops it, as [`Handle::stop`] does. It is `Send` and
+/// `Sync`: threads may share it (`Arc<Handle>`) to configure it and read its status.
 pub struct Handle {
     tunnel: Arc<Tunnel>,
     threads: Vec<JoinHandle<()>>,
     stop_tx: mpsc::Sender<StopReason>,
-    stop_rx: mpsc::Receiver<StopReason>,
+    stop_rx: Mutex<mpsc::Receiver<StopReason>>,
     uapi: Option<UapiServer>,
     control: Option<ControlServer>,
     metrics: Option<MetricsServer>,
@@ -621,7 +622,7 @@ impl Handle {
     fn watch(&self) -> StopReason {
         let t = &self.tunnel;
         loop {
-            match self.stop_rx.recv_timeout(WATCH_INTERVAL) {
+            match self.stop_rx.lock().recv_timeout(WATCH_INTERVAL) {
                 Ok(why) => return why,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 // The handle holds a sender: this cannot happen; wait as for a timeout.
