@@ -24,6 +24,7 @@ use crate::control::show::{self, PathRow, QueueRow, Show};
 use crate::control::status::{self, Status};
 use crate::control::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler};
 use crate::datapath;
+use crate::datapath::monitor::{Monitor, Scheduling};
 use crate::datapath::paths::{LinkEvent, LinkInfo, Path, PathChangeError, Paths, ReceiveMode};
 use crate::io::ipc::SocketBindError;
 use crate::io::netlink::{self, Message, NetlinkSocket};
@@ -63,6 +64,8 @@ pub struct Options {
     pub io: datapath::Io,
     /// Where to serve metrics, /status.json and the status page (None: nowhere).
     pub metrics: Option<SocketAddr>,
+    /// The mode, probes, failover's hold, the reorder cap.
+    pub scheduling: Scheduling,
 }
 
 /// What can go wrong, each with a message that says what and what to do: starting a
@@ -171,6 +174,8 @@ struct Tunnel {
     name: String,
     device: Arc<Device>,
     paths: Arc<Paths>,
+    /// Probes, health, quality and the plan the paths' sends follow.
+    monitor: Arc<Monitor>,
     tun: Arc<Tun>,
     receive: ReceiveMode,
     batch: usize,
@@ -195,6 +200,7 @@ impl Tunnel {
         datapath::spawn("mpwg-rx".into(), &self.life, move || {
             datapath::rx::rx_worker(
                 &t.paths,
+                &t.monitor,
                 &t.device,
                 &queue,
                 t.batch,
@@ -347,7 +353,7 @@ impl Tunnel {
 
     /// The status: `mpwg show --json`, /status.json, /metrics.
     fn status(&self) -> Status {
-        status::collect(&self.name, "duplicate", &self.paths, &self.device)
+        status::collect(&self.name, &self.paths, &self.monitor, &self.device)
     }
 
     /// What `mpwg show` prints.
@@ -378,12 +384,16 @@ impl Tunnel {
                     .and_then(|i| ifaces.iter().find(|x| x.link.index == i))
                     .map(|x| x.addresses.iter().map(|a| a.to_string()).collect())
                     .unwrap_or_default();
-                let (state, since) = p.state();
+                let (state, since) = self.monitor.state_of(p);
+                let q = self.monitor.report(p.id);
                 PathRow {
                     iface: p.label().to_string(),
                     index,
-                    state: state.as_str(),
+                    state,
                     since: since.map(|t| now.saturating_duration_since(t)),
+                    rtt: q.and_then(|q| q.srtt),
+                    loss_pct: q.and_then(|q| q.loss_pct),
+                    jitter: q.and_then(|q| q.jitter),
                     local,
                     endpoints,
                     tx_packets: s.tx_packets.load(Ordering::Relaxed),
@@ -409,7 +419,7 @@ impl Tunnel {
         show::format_show(&Show {
             name: self.name.clone(),
             listen_port: self.paths.port(),
-            mode: "duplicate",
+            mode: self.monitor.schedule.mode().as_str(),
             receive: match self.receive {
                 ReceiveMode::All => "all",
                 ReceiveMode::Primary => "primary",
@@ -428,6 +438,15 @@ impl Tunnel {
                 })
                 .collect(),
             notes,
+            reorder: self.monitor.schedule.reorder_hold().map(|h| {
+                let [a, b, c] = &self.monitor.schedule.reorder_stats;
+                (
+                    h,
+                    a.load(Ordering::Relaxed),
+                    b.load(Ordering::Relaxed),
+                    c.load(Ordering::Relaxed),
+                )
+            }),
         })
     }
 
@@ -534,6 +553,14 @@ impl ControlHandler for Tunnel {
             Request::Status => Ok(self.status().to_json()),
             Request::PathAdd { iface } => self.path_add(&iface).map(|()| String::new()),
             Request::PathDel { iface } => self.path_del(&iface).map(|()| String::new()),
+            Request::Mode { mode } => {
+                let old = self.monitor.schedule.mode();
+                self.monitor.schedule.set_mode(mode);
+                if old != mode {
+                    tracing::info!(device = %self.name, "mode changed from {old} to {mode}");
+                }
+                Ok(String::new())
+            }
         }
     }
 }

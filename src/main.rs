@@ -8,8 +8,11 @@ use std::time::Duration;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use mpwg::control::request::Request;
+use mpwg::datapath::monitor::{Scheduling, Settings};
 use mpwg::datapath::paths::ReceiveMode;
+use mpwg::multipath::health;
 use mpwg::multipath::path::PathArg;
+use mpwg::multipath::scheduler::Mode;
 
 /// mpwg: a multi-path WireGuard gateway.
 ///
@@ -120,6 +123,29 @@ enum Command {
         /// status page (/) over HTTP on this address, e.g. 127.0.0.1:9586 (default: off).
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<SocketAddr>,
+        /// How packets use the paths: duplicate (every packet on every working path),
+        /// failover (the best path only: lowest priority, then round trip; the others
+        /// carry only probes), aggregate (striped over the working paths by measured
+        /// capacity or weight), adaptive (small and latency-sensitive packets
+        /// duplicated, bulk striped). The --path order is the failover priority.
+        /// Default: the config file's Mode, else duplicate.
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<Mode>,
+        /// Milliseconds between probes to an mpwg peer on each path while traffic flows
+        /// (2.5 times it when idle); a silent cut is seen after 2.3 intervals.
+        #[arg(long, value_name = "MS", default_value_t = 110, value_parser = clap::value_parser!(u64).range(10..=10000))]
+        probe_interval: u64,
+        /// Failover: seconds a recovered better path must stay up before traffic
+        /// returns to it.
+        #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+        hold: f64,
+        /// Milliseconds a striped packet may wait here for the packets before it.
+        #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        reorder_cap: u64,
+        /// Adaptive mode: UDP packets of this many bytes or fewer (IP header included)
+        /// are duplicated.
+        #[arg(long, value_name = "BYTES", default_value_t = 200)]
+        small_udp: usize,
         /// More logging: -v for events, -vv for debugging, -vvv for every packet.
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
@@ -133,6 +159,15 @@ enum Command {
         /// Print the whole status as one JSON object (the README documents its fields).
         #[arg(long)]
         json: bool,
+    },
+    /// Changes the scheduling mode of a running mpwg device, at once and without a new
+    /// handshake: duplicate, failover, aggregate or adaptive.
+    Mode {
+        /// Interface name.
+        name: String,
+        /// The new mode.
+        #[arg(value_parser = parse_mode)]
+        mode: Mode,
     },
     /// Writes the man pages (DIR/man/) and shell completions (DIR/completions/) generated
     /// from this command line; scripts/package.sh uses it.
@@ -215,6 +250,12 @@ fn ask(name: &str, request: &Request) -> ExitCode {
     }
 }
 
+/// `--mode`: a mode name, with the error listing the modes.
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+        .map_err(|e: mpwg::multipath::scheduler::UnknownMode| e.to_string())
+}
+
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("mpwg: error: {e}");
     ExitCode::FAILURE
@@ -245,6 +286,11 @@ fn main() -> ExitCode {
             batch,
             io,
             metrics,
+            mode,
+            probe_interval,
+            hold,
+            reorder_cap,
+            small_udp,
             verbose,
         } => {
             // The detached daemon runs in /: a relative --config must be made absolute.
@@ -289,6 +335,17 @@ fn main() -> ExitCode {
                     IoArg::Syscalls => mpwg::datapath::Io::Syscalls,
                 },
                 metrics,
+                scheduling: Scheduling {
+                    mode,
+                    settings: Settings {
+                        health: health::Config::with_active_interval(Duration::from_millis(
+                            probe_interval,
+                        )),
+                        hold: Duration::from_secs_f64(hold.clamp(0.0, 3600.0)),
+                        reorder_cap: Duration::from_millis(reorder_cap),
+                    },
+                    small_udp,
+                },
             };
             let result = mpwg::daemon::run(&opts, || {
                 if let Some(r) = &ready {
@@ -331,6 +388,7 @@ fn main() -> ExitCode {
             PathAction::Add { name, iface } => ask(&name, &Request::PathAdd { iface }),
             PathAction::Del { name, iface } => ask(&name, &Request::PathDel { iface }),
         },
+        Command::Mode { name, mode } => ask(&name, &Request::Mode { mode }),
         Command::GenerateAssets { dir } => match generate_assets(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format!("writing into {}: {e}", dir.display())),

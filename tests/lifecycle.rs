@@ -1036,9 +1036,9 @@ fn config_file_paths_and_mode() {
 
     for (text, line, words) in [
         (
-            conf("failover", "e1"),
+            conf("bond", "e1"),
             4,
-            "bad Mode: \"failover\" is not a mode this mpwg has: only duplicate",
+            "bad Mode: \"bond\" is not a mode this mpwg has: duplicate, failover",
         ),
         (conf("duplicate", "eth9"), 10, "no interface named \"eth9\""),
         (

@@ -24,7 +24,7 @@
 //!
 //! ```text
 //! [Interface]
-//! Mode = duplicate        # the scheduling mode; only duplicate for now
+//! Mode = failover         # the scheduling mode, as mpwg up --mode
 //!
 //! [Path]                  # one per uplink, in order, as --path IFACE
 //! Interface = eth1
@@ -52,8 +52,8 @@ const WG_QUICK_KEYS: [&str; 9] = [
     "SaveConfig",
 ];
 
-/// The scheduling modes a `Mode =` line may name today.
-pub const MODES: [&str; 1] = ["duplicate"];
+/// The scheduling modes a `Mode =` line may name (those of `mpwg up --mode`).
+pub const MODES: [&str; 4] = ["duplicate", "failover", "aggregate", "adaptive"];
 
 /// A configuration file, read.
 #[derive(Debug, Clone, PartialEq)]
@@ -557,8 +557,7 @@ fn parse_mode(v: &str) -> ValueResult<&'static str> {
         return Ok(m);
     }
     Err(format!(
-        "{v:?} is not a mode this mpwg has: only duplicate (every packet on every path \
-         that is up); failover, aggregate and adaptive are planned"
+        "{v:?} is not a mode this mpwg has: duplicate, failover, aggregate or adaptive"
     ))
 }
 

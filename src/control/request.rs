@@ -9,15 +9,19 @@
 //! status                 mpwg show --json NAME (the status object, JSON)
 //! path add IFACE         mpwg path add NAME IFACE
 //! path del IFACE         mpwg path del NAME IFACE
+//! mode MODE              mpwg mode NAME MODE
 //! ```
 //!
-//! The reply is text: what the command prints (nothing, for `path add` and `path del`),
+//! The reply is text: what the command prints (nothing, for `path add`, `path del` and
+//! `mode`),
 //! or one line `error: MESSAGE` that the command prints on stderr before exiting 1.
 //!
-//! To add a request (`path set IFACE priority N weight W`, `mode MODE`): a variant of
+//! To add a request (`path set IFACE priority N weight W`): a variant of
 //! [`Request`], its words in [`Request::parse`] and [`Request::to_line`] (with a test
 //! that one reads what the other writes), its answer in the daemon's
 //! [`ControlHandler::handle`], and its subcommand in `src/main.rs`.
+
+use crate::multipath::scheduler::Mode;
 
 /// One request to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +41,15 @@ pub enum Request {
         /// The interface.
         iface: String,
     },
+    /// `mode MODE`: the scheduling mode changes at once.
+    Mode {
+        /// The new mode.
+        mode: Mode,
+    },
 }
 
 /// What the daemon knows, for an error about an unknown request.
-const KNOWN: &str = "show, status, path add IFACE, path del IFACE";
+const KNOWN: &str = "show, status, path add IFACE, path del IFACE, mode MODE";
 
 impl Request {
     /// Reads a request line. The error says what is wrong, for the `error:` reply.
@@ -55,6 +64,13 @@ impl Request {
             ["path", "del", iface] => Ok(Request::PathDel {
                 iface: iface.to_string(),
             }),
+            ["mode", mode] => mode
+                .parse()
+                .map(|mode| Request::Mode { mode })
+                .map_err(|e: crate::multipath::scheduler::UnknownMode| e.to_string()),
+            ["mode", ..] => {
+                Err("mode takes one mode name: duplicate, failover, aggregate or adaptive".into())
+            }
             ["path", verb @ ("add" | "del"), ..] => Err(format!(
                 "path {verb} takes one interface name, as in `path {verb} eth1`"
             )),
@@ -72,6 +88,7 @@ impl Request {
             Request::Status => "status".to_string(),
             Request::PathAdd { iface } => format!("path add {iface}"),
             Request::PathDel { iface } => format!("path del {iface}"),
+            Request::Mode { mode } => format!("mode {mode}"),
         }
     }
 }
@@ -97,6 +114,12 @@ mod tests {
             },
             Request::PathDel {
                 iface: "eth1".into(),
+            },
+            Request::Mode {
+                mode: Mode::Failover,
+            },
+            Request::Mode {
+                mode: Mode::Adaptive,
             },
         ] {
             assert_eq!(Request::parse(&r.to_line()), Ok(r.clone()), "{r:?}");
@@ -126,5 +149,11 @@ mod tests {
             ))
         );
         assert!(Request::parse("").is_err());
+        assert_eq!(
+            Request::parse("mode"),
+            Err("mode takes one mode name: duplicate, failover, aggregate or adaptive".into())
+        );
+        let e = Request::parse("mode bond").unwrap_err();
+        assert!(e.contains("bond") && e.contains("failover"), "{e}");
     }
 }

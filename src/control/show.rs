@@ -30,10 +30,16 @@ pub struct PathRow {
     pub iface: String,
     /// Interface index.
     pub index: Option<u32>,
-    /// "up", "down" or "absent".
+    /// "up", "degraded", "down" or "absent".
     pub state: &'static str,
     /// How long ago the state last changed (None: never, as for the unbound socket).
     pub since: Option<Duration>,
+    /// Smoothed round trip (mpwg peers only).
+    pub rtt: Option<Duration>,
+    /// Loss, percent.
+    pub loss_pct: Option<f64>,
+    /// Jitter.
+    pub jitter: Option<Duration>,
     /// The interface's addresses.
     pub local: Vec<String>,
     /// Where this path sends to the peers.
@@ -96,6 +102,9 @@ pub struct Show {
     pub queues: Vec<QueueRow>,
     /// Warnings about paths (an MTU too small for the tunnel's packets), one line each.
     pub notes: Vec<String>,
+    /// The reorder stage: (hold now, packets held, gaps given up, packets late); None
+    /// when no peer stripes.
+    pub reorder: Option<(Duration, u64, u64, u64)>,
 }
 
 fn ago(d: Option<Duration>) -> String {
@@ -130,6 +139,9 @@ pub fn format_show(s: &Show) -> String {
         "STATE",
         "SINCE",
         "MTU",
+        "RTT",
+        "LOSS",
+        "JITTER",
         "LOCAL",
         "PEER ENDPOINTS",
         "TX PKTS",
@@ -156,6 +168,11 @@ pub fn format_show(s: &Show) -> String {
                 p.state.to_string(),
                 p.since.map_or("-".into(), |d| ago(Some(d))),
                 p.mtu.map_or("-".into(), |m| m.to_string()),
+                p.rtt
+                    .map_or("-".into(), |d| format!("{:.1}ms", d.as_secs_f64() * 1000.0)),
+                p.loss_pct.map_or("-".into(), |l| format!("{l:.1}%")),
+                p.jitter
+                    .map_or("-".into(), |d| format!("{:.1}ms", d.as_secs_f64() * 1000.0)),
                 join(&p.local),
                 join(&p.endpoints),
                 p.tx_packets.to_string(),
@@ -194,6 +211,12 @@ pub fn format_show(s: &Show) -> String {
     }
     for n in &s.notes {
         out.push_str(&format!("note: {n}\n"));
+    }
+    if let Some((hold, held, given_up, late)) = s.reorder {
+        out.push_str(&format!(
+            "reorder: hold {:.1}ms; {held} packets held, {given_up} gaps given up, {late} late\n",
+            hold.as_secs_f64() * 1000.0
+        ));
     }
     for (i, q) in s.queues.iter().enumerate() {
         out.push_str(&format!(
@@ -313,6 +336,9 @@ mod tests {
                     index: Some(4),
                     state: "up",
                     since: Some(Duration::from_secs(12)),
+                    rtt: Some(Duration::from_micros(12_345)),
+                    loss_pct: Some(0.0),
+                    jitter: Some(Duration::from_micros(400)),
                     local: vec!["10.1.1.1/24".into()],
                     endpoints: vec!["10.1.1.2:51820".parse().unwrap()],
                     tx_packets: 10,
@@ -344,6 +370,7 @@ mod tests {
                 oversize_drops: 1,
             }],
             notes: vec!["path 1 (wlan0): its MTU is small".into()],
+            reorder: None,
         };
         let t = format_show(&s);
         let lines: Vec<&str> = t.lines().collect();
@@ -351,7 +378,9 @@ mod tests {
             lines[0],
             "interface: mp0  listening port: 51820  mode: duplicate  receive: all"
         );
-        assert!(lines[1].starts_with("PATH  IFACE  INDEX  STATE  SINCE      MTU   LOCAL"));
+        assert!(lines[1].starts_with(
+            "PATH  IFACE  INDEX  STATE  SINCE      MTU   RTT     LOSS  JITTER  LOCAL"
+        ));
         assert!(lines[1].ends_with("RX CALLS  GSO"), "{}", lines[1]);
         let row: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
@@ -364,6 +393,9 @@ mod tests {
                 "12.0s",
                 "ago",
                 "1500",
+                "12.3ms",
+                "0.0%",
+                "0.4ms",
                 "10.1.1.1/24",
                 "10.1.1.2:51820",
                 "10",
@@ -381,9 +413,12 @@ mod tests {
             ]
         );
         let row: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(row[..7], ["1", "wlan0", "5", "down", "-", "-", "-"]);
-        assert_eq!(row[12], "3");
-        assert_eq!(row[13], "never");
+        assert_eq!(
+            row[..10],
+            ["1", "wlan0", "5", "down", "-", "-", "-", "-", "-", "-"]
+        );
+        assert_eq!(row[15], "3");
+        assert_eq!(row[16], "never");
         assert_eq!(row.last(), Some(&"off"));
         assert_eq!(lines[4], "note: path 1 (wlan0): its MTU is small");
         assert_eq!(

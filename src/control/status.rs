@@ -8,15 +8,16 @@
 //! scrape or a slow HTTP client never delays a packet.
 //!
 //! The field names are a public interface (README, "mpwg show --json"): add fields, do
-//! not rename them. `rtt_ms`, `loss_pct` and `jitter_ms` are `null` until path health
-//! measures them (the path-intelligence work); the page and `/metrics` show them as
-//! unknown until then.
+//! not rename them. `rtt_ms`, `loss_pct` and `jitter_ms` come from the path monitor's
+//! probes ([`crate::datapath::monitor`]): `null` until measured, and always against a
+//! stock peer, which is never probed.
 
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::datapath::monitor::Monitor;
 use crate::datapath::paths::Paths;
 use crate::protocol::device::Device;
 
@@ -25,7 +26,7 @@ use crate::protocol::device::Device;
 pub struct Status {
     /// The device (TUN interface) name.
     pub interface: String,
-    /// The scheduling mode: `duplicate` (the only mode today).
+    /// The scheduling mode: `duplicate`, `failover`, `aggregate` or `adaptive`.
     pub mode: String,
     /// mpwg's version.
     pub version: String,
@@ -50,8 +51,8 @@ pub struct PathStatus {
     pub name: String,
     /// The interface's index now (`null` for the unbound socket).
     pub index: Option<u32>,
-    /// `up`, `down` or `absent` (the interface is gone; and, as path health lands,
-    /// `degraded`).
+    /// `up`, `degraded` (it works, but loses or is slow), `down` (its link is down, or it
+    /// failed its health checks) or `absent` (the interface is gone).
     pub state: String,
     /// Milliseconds since the state last changed; `null` if it never did (the single
     /// unbound socket).
@@ -170,24 +171,27 @@ fn unix_secs(t: SystemTime) -> Option<u64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
-/// Takes the status of device `interface` from its paths and its device. `mode` is the
-/// scheduling mode's name.
-pub fn collect(interface: &str, mode: &str, paths: &Paths, device: &Device) -> Status {
+/// Takes the status of device `interface` from its paths, their monitor (the mode,
+/// health and quality) and its device.
+pub fn collect(interface: &str, paths: &Paths, monitor: &Monitor, device: &Device) -> Status {
+    let mode = monitor.schedule.mode().as_str();
     let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let paths_out = paths
         .all()
         .iter()
         .map(|p| {
             let s = &p.stats;
-            let (state, since) = p.state();
+            let q = monitor.report(p.id);
+            let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+            let (state, since) = monitor.state_of(p);
             PathStatus {
                 name: p.label().to_string(),
                 index: p.index(),
-                state: state.as_str().to_string(),
+                state: state.to_string(),
                 state_changed_ms_ago: since.map(|t| millis(t.elapsed())),
-                rtt_ms: None,
-                loss_pct: None,
-                jitter_ms: None,
+                rtt_ms: ms(q.and_then(|q| q.srtt)),
+                loss_pct: q.and_then(|q| q.loss_pct),
+                jitter_ms: ms(q.and_then(|q| q.jitter)),
                 tx_packets: r(&s.tx_packets),
                 rx_packets: r(&s.rx_packets),
                 tx_bytes: r(&s.tx_bytes),
@@ -347,8 +351,11 @@ pub(crate) mod tests {
         let paths = Paths::open(&[], 0, 0).unwrap();
         paths.all()[0].stats.tx_packets.store(3, Ordering::Relaxed);
         let device = Device::new(1420);
-        let s = collect("mp9", "duplicate", &paths, &device);
+        let monitor = Monitor::new(Default::default(), paths.schedule.clone());
+        let s = collect("mp9", &paths, &monitor, &device);
         assert_eq!(s.interface, "mp9");
+        assert_eq!(s.mode, "duplicate");
+        assert_eq!(s.paths[0].rtt_ms, None);
         assert_eq!(s.paths.len(), 1);
         assert_eq!(s.paths[0].name, "*");
         assert_eq!(s.paths[0].index, None);

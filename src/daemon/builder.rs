@@ -19,6 +19,7 @@ use crate::control::http::{MetricsServer, StatusSource};
 use crate::control::show::ControlServer;
 use crate::control::status::Status;
 use crate::control::uapi::{self, PeerUpdate, SetRequest, UapiHandler, UapiServer};
+use crate::datapath::monitor::{Monitor, Scheduling};
 use crate::datapath::paths::{Paths, ReceiveMode, Transport};
 use crate::datapath::{self, Io, Lifecycle};
 use crate::io::netlink::{self, NetlinkSocket};
@@ -86,6 +87,7 @@ impl Builder {
             batch: 64,
             io: Io::Uring,
             metrics: None,
+            scheduling: Scheduling::default(),
         })
     }
 
@@ -179,6 +181,13 @@ impl Builder {
         self
     }
 
+    /// The scheduling mode (default: the config file's `Mode`, else duplicate); a
+    /// running tunnel changes it with `mpwg mode` over its control socket.
+    pub fn mode(mut self, mode: crate::multipath::scheduler::Mode) -> Builder {
+        self.opts.scheduling.mode = Some(mode);
+        self
+    }
+
     /// Serves Prometheus metrics, `/status.json` and the status page on `addr`.
     pub fn metrics(mut self, addr: SocketAddr) -> Builder {
         self.opts.metrics = Some(addr);
@@ -227,9 +236,13 @@ impl Builder {
         crate::io::tun::check_name(&opts.name)?;
         let mut initial = SetRequest::default();
         let mut config_paths = Vec::new();
+        let mut scheduling = opts.scheduling;
         if let Some(path) = &opts.config {
             let parsed = config::load(path)?;
             config_paths = parsed.paths.clone();
+            if scheduling.mode.is_none() {
+                scheduling.mode = parsed.mode.and_then(|m| m.parse().ok());
+            }
             for nh in &parsed.not_handled {
                 tracing::warn!(
                     "{}:{}: {} is a wg-quick setting, not handled by mpwg",
@@ -290,6 +303,8 @@ impl Builder {
             None => Paths::open(&ifaces, port, fwmark)?,
         };
         paths.window = opts.endpoint_window;
+        let monitor = Arc::new(Monitor::new(scheduling.settings, paths.schedule.clone()));
+        monitor.configure(&scheduling);
         let paths = Arc::new(paths);
         paths.attach();
         initial.listen_port = Some(paths.port());
@@ -304,6 +319,7 @@ impl Builder {
             name: opts.name.clone(),
             device,
             paths,
+            monitor,
             tun,
             receive: opts.receive,
             batch: opts.batch,
@@ -353,6 +369,10 @@ impl Builder {
         let t = tunnel.clone();
         threads.push(datapath::spawn("mpwg-timers".into(), &life, move || {
             t.timer_loop()
+        }));
+        let t = tunnel.clone();
+        threads.push(datapath::spawn("mpwg-monitor".into(), &life, move || {
+            t.monitor.run(&t.paths, &t.device, &t.life)
         }));
         if let Some(u) = &uapi {
             u.serve(Arc::new(tunnel.clone()));

@@ -12,14 +12,19 @@
 //!   by decryption workers (`--decrypt-workers`, pinned like the TX workers) that write
 //!   the batches back in receive order ([`crate::datapath::queueing`]). Packets of one
 //!   flow reach the TUN in the order they arrived, coalesced per flow.
+//! * One monitor thread ([`monitor`]): probes, health, quality, and the plan of which
+//!   paths data takes ([`schedule`]), which the TX workers read.
 //!
 //! [`Device::open_batch`]: crate::protocol::device::Device::open_batch
 
 pub mod gso;
 pub mod handshake;
+pub mod monitor;
 pub mod paths;
 pub mod queueing;
+pub mod reordering;
 pub mod rx;
+pub mod schedule;
 pub mod tx;
 
 use std::io;

@@ -45,6 +45,14 @@ impl<S> Writer<S> {
     }
 }
 
+impl<S> Writer<S> {
+    /// Runs `f` on the writer's state, under its lock (between two batches' writes).
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard.1)
+    }
+}
+
 /// The receive thread's end: free batches in, numbered batches out.
 pub struct Dispatcher {
     free: Receiver<Box<RxBatch>>,

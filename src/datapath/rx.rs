@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::datapath::handshake::HandshakeQueue;
+use crate::datapath::monitor::Monitor;
 use crate::datapath::paths::{Path, PathSocket, Paths};
 use crate::datapath::queueing::{Dispatcher, Writer};
+use crate::datapath::reordering::Reordering;
 use crate::datapath::{guarded, pin_to, would_block, Io, Lifecycle, MAX_PACKET};
 use crate::io::poll::PollSet;
 use crate::io::tun::{GROTable, TunQueue};
 use crate::io::uring::UringRx;
 use crate::multipath::path::Source;
-use crate::protocol::device::receive::{RxBatch, RxCache, PACKET_OFFSET};
+use crate::protocol::device::receive::{RxBatch, RxCache};
 use crate::protocol::device::Device;
 use crate::protocol::noise::messages::{classify, Kind};
 
@@ -43,6 +45,7 @@ const RX_IDLE: Duration = Duration::from_millis(200);
 #[allow(clippy::too_many_arguments)]
 pub fn rx_worker(
     paths: &Paths,
+    monitor: &Monitor,
     device: &Device,
     queue: &TunQueue,
     batch_size: usize,
@@ -54,14 +57,14 @@ pub fn rx_worker(
 ) {
     if decrypt_workers == 0 {
         let sink = Sink::inline(queue, batch_size);
-        let mut rx = Receiver::new(device, paths, handshakes, sink);
+        let mut rx = Receiver::new(device, paths, monitor, handshakes, sink);
         return receive_loop(&mut rx, paths, io, primary_only, life);
     }
     let (dispatcher, workers, writer) = crate::datapath::queueing::queues(
         decrypt_workers,
         decrypt_workers * 2 + 2,
         batch_size,
-        GROTable::default(),
+        (GROTable::default(), Reordering::default()),
     );
     let writer = &writer;
     std::thread::scope(|s| {
@@ -72,12 +75,18 @@ pub fn rx_worker(
                 .spawn_scoped(s, move || {
                     guarded(&name, life, || {
                         pin_to(i);
-                        decrypt_worker(work, writer, device, paths, queue)
+                        decrypt_worker(work, writer, device, paths, monitor, queue)
                     })
                 })
                 .expect("spawning a thread");
         }
-        let mut rx = Receiver::new(device, paths, handshakes, Sink::workers(dispatcher));
+        let mut rx = Receiver::new(
+            device,
+            paths,
+            monitor,
+            handshakes,
+            Sink::workers(dispatcher, writer, queue),
+        );
         receive_loop(&mut rx, paths, io, primary_only, life)
     })
 }
@@ -140,7 +149,8 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, li
                 }
                 rx.flush();
                 if handled == 0 {
-                    fds.wait(RX_IDLE);
+                    fds.wait(rx.idle_wait());
+                    rx.release_due();
                 }
             }
             kept = rings
@@ -165,7 +175,8 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, li
             }
             rx.flush();
             if handled == 0 {
-                fds.wait(RX_IDLE);
+                fds.wait(rx.idle_wait());
+                rx.release_due();
             }
         }
     }
@@ -176,8 +187,9 @@ mod user;
 /// Provided buffers per path socket's receive ring (64 KiB each).
 const RX_RING_BUFFERS: u16 = 64;
 
-/// Adds a batch's wins and duplicates to the path counters: a few atomic adds per batch.
-fn count_paths(paths: &Paths, batch: &RxBatch) {
+/// Adds a batch's wins and duplicates to the path counters (a few atomic adds per
+/// batch), and hands its probes and hellos to the path monitor.
+fn count_paths(paths: &Paths, monitor: &Monitor, batch: &RxBatch) {
     for t in &batch.tally {
         if let Some(p) = paths.all().iter().find(|p| p.id == t.path) {
             p.stats.wins.fetch_add(t.wins, Ordering::Relaxed);
@@ -186,12 +198,14 @@ fn count_paths(paths: &Paths, batch: &RxBatch) {
                 .fetch_add(t.duplicates, Ordering::Relaxed);
         }
     }
-}
-
-/// Writes a batch's packets to the TUN, coalesced per flow.
-fn write_batch(queue: &TunQueue, gro: &mut GROTable, batch: &mut RxBatch) {
-    if let Err(e) = queue.send_batch(gro, batch.packets(), PACKET_OFFSET) {
-        tracing::debug!("TUN write failed: {e}");
+    if !batch.mpwg.is_empty() || !batch.hellos.is_empty() {
+        let now = Instant::now();
+        for (src, peer, plain) in &batch.mpwg {
+            monitor.on_probe(peer, *src, plain, now);
+        }
+        for peer in &batch.hellos {
+            monitor.on_hello(peer, now);
+        }
     }
 }
 
@@ -200,18 +214,24 @@ fn write_batch(queue: &TunQueue, gro: &mut GROTable, batch: &mut RxBatch) {
 /// the TUN, its own batch and every later one already decrypted.
 fn decrypt_worker(
     work: crossbeam_channel::Receiver<Box<RxBatch>>,
-    writer: &Writer<GROTable>,
+    writer: &Writer<(GROTable, Reordering)>,
     device: &Device,
     paths: &Paths,
+    monitor: &Monitor,
     queue: &TunQueue,
 ) {
     let mut cache = RxCache::default();
     for mut batch in work.iter() {
         device.decrypt_batch(&mut batch, &mut cache, Instant::now());
-        let written = writer.finish(batch, &mut |gro, b| {
-            device.commit_batch(b, Instant::now(), paths);
-            count_paths(paths, b);
-            write_batch(queue, gro, b);
+        let written = writer.finish(batch, &mut |(gro, reorder), b| {
+            let now = Instant::now();
+            device.commit_batch(b, now, paths);
+            count_paths(paths, monitor, b);
+            let hold = paths.schedule.reorder_limits();
+            reorder.write(queue, gro, b, hold, now);
+            if hold.is_some() {
+                reorder.publish(&paths.schedule.reorder_stats);
+            }
         });
         if !written {
             return;
@@ -226,12 +246,16 @@ enum Sink<'a> {
         batch: Box<RxBatch>,
         cache: RxCache,
         gro: Box<GROTable>,
+        reorder: Box<Reordering>,
         queue: &'a TunQueue,
     },
     /// Numbered and handed to the decryption workers.
     Workers {
         dispatcher: Dispatcher,
         batch: Option<Box<RxBatch>>,
+        /// The workers' writer, for releasing held packets when nothing arrives.
+        writer: &'a Writer<(GROTable, Reordering)>,
+        queue: &'a TunQueue,
     },
 }
 
@@ -241,13 +265,23 @@ impl<'a> Sink<'a> {
             batch: Box::new(RxBatch::new(batch_size)),
             cache: RxCache::default(),
             gro: Box::default(),
+            reorder: Box::default(),
             queue,
         }
     }
 
-    fn workers(dispatcher: Dispatcher) -> Sink<'a> {
+    fn workers(
+        dispatcher: Dispatcher,
+        writer: &'a Writer<(GROTable, Reordering)>,
+        queue: &'a TunQueue,
+    ) -> Sink<'a> {
         let batch = dispatcher.take();
-        Sink::Workers { dispatcher, batch }
+        Sink::Workers {
+            dispatcher,
+            batch,
+            writer,
+            queue,
+        }
     }
 }
 
@@ -255,6 +289,7 @@ impl<'a> Sink<'a> {
 struct Receiver<'a> {
     device: &'a Device,
     paths: &'a Paths,
+    monitor: &'a Monitor,
     handshakes: &'a HandshakeQueue,
     sink: Sink<'a>,
 }
@@ -263,12 +298,14 @@ impl<'a> Receiver<'a> {
     fn new(
         device: &'a Device,
         paths: &'a Paths,
+        monitor: &'a Monitor,
         handshakes: &'a HandshakeQueue,
         sink: Sink<'a>,
     ) -> Receiver<'a> {
         Receiver {
             device,
             paths,
+            monitor,
             handshakes,
             sink,
         }
@@ -314,6 +351,35 @@ impl<'a> Receiver<'a> {
         }
     }
 
+    /// How long the loop may sleep when nothing arrives: [`RX_IDLE`], or until the reorder
+    /// stage's next hold ends.
+    pub(super) fn idle_wait(&self) -> Duration {
+        let deadline = match &self.sink {
+            Sink::Inline { reorder, .. } => reorder.next_deadline(),
+            Sink::Workers { writer, .. } => writer.with_state(|(_, r)| r.next_deadline()),
+        };
+        deadline.map_or(RX_IDLE, |d| {
+            d.saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), RX_IDLE)
+        })
+    }
+
+    /// Writes what the reorder stage held long enough.
+    pub(super) fn release_due(&mut self) {
+        let now = Instant::now();
+        match &mut self.sink {
+            Sink::Inline {
+                gro,
+                reorder,
+                queue,
+                ..
+            } => reorder.release_due(queue, gro, now),
+            Sink::Workers { writer, queue, .. } => {
+                writer.with_state(|(gro, r)| r.release_due(queue, gro, now))
+            }
+        }
+    }
+
     /// Sends the batch on: opened and written here, or to the workers.
     fn flush(&mut self) {
         match &mut self.sink {
@@ -321,18 +387,25 @@ impl<'a> Receiver<'a> {
                 batch,
                 cache,
                 gro,
+                reorder,
                 queue,
             } => {
                 if batch.is_empty() {
                     return;
                 }
-                self.device
-                    .open_batch(batch, cache, Instant::now(), self.paths);
-                count_paths(self.paths, batch);
-                write_batch(queue, gro, batch);
+                let now = Instant::now();
+                self.device.open_batch(batch, cache, now, self.paths);
+                count_paths(self.paths, self.monitor, batch);
+                let hold = self.paths.schedule.reorder_limits();
+                reorder.write(queue, gro, batch, hold, now);
+                if hold.is_some() {
+                    reorder.publish(&self.paths.schedule.reorder_stats);
+                }
                 batch.clear();
             }
-            Sink::Workers { dispatcher, batch } => {
+            Sink::Workers {
+                dispatcher, batch, ..
+            } => {
                 if batch.as_ref().is_none_or(|b| b.is_empty()) {
                     return;
                 }

@@ -10,8 +10,8 @@
 //! [`Config::dead_intervals`] of the peer's interval (a cut in the peer's direction), or
 //! when none of our probes sent on it was echoed for as long plus a round of both ends'
 //! intervals (a cut in ours). With the defaults a silent cut is seen in 253 ms plus a
-//! one-way delay while traffic flows (probes every 110 ms), and in 575 ms plus a one-way
-//! delay when idle (every 250 ms). One probe each way per interval costs 9.5 kbit/s at
+//! one-way delay while traffic flows (probes every 110 ms), and in 633 ms plus a one-way
+//! delay when idle (every 275 ms). One probe each way per interval costs 9.5 kbit/s at
 //! the active rate, over IPv6 and Ethernet: under 1% of a 1 Mbit/s link. A `down` path comes back `up` after
 //! [`Config::rise`] probe round trips. A path whose probes show [`Config::degraded_loss`]
 //! percent loss or more is `degraded` until its loss falls below
@@ -22,7 +22,8 @@
 //! address it last heard from, so silence means something only on a path that carries
 //! all of our data to it (failover's active path): when data went out on such a path and
 //! nothing came back for [`Config::stock_silence`] (or three times the peer's usual gap
-//! between packets on it, if longer, up to 15 s), the path is `down`. After
+//! between packets on it, if longer, up to 15 s) while data still goes out (some in the
+//! last 300 ms), the path is `down`. After
 //! [`Config::stock_retry`] it is put on trial (`degraded`, with [`Health::on_trial`]):
 //! the scheduler sends copies on it again, and it is `up` as soon as the peer is heard
 //! on it, or `down` again (with the retry time doubled, up to a minute) if not.
@@ -108,7 +109,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             active_interval: Duration::from_millis(110),
-            idle_interval: Duration::from_millis(250),
+            idle_interval: Duration::from_millis(275),
             dead_intervals: 2.3,
             rise: 2,
             degraded_loss: 5.0,
@@ -133,6 +134,8 @@ impl Config {
 
 /// The longest silence a stock peer's usual gaps stretch the threshold to.
 const STOCK_SILENCE_MAX: Duration = Duration::from_secs(15);
+/// How recently data must have gone out for a stock peer's silence to count.
+const STOCK_SENDING: Duration = Duration::from_millis(300);
 /// The longest wait before a stock trial.
 const STOCK_RETRY_MAX: Duration = Duration::from_secs(60);
 
@@ -257,6 +260,15 @@ impl Health {
         }
     }
 
+    /// We probe an mpwg peer on this path every `interval` from `now`: if none of its
+    /// probes ever arrives here, the path goes down as if they had stopped at `now`.
+    pub fn expect_probes(&mut self, interval: Duration, now: Instant) {
+        if self.peer_interval.is_none() {
+            self.peer_interval = Some(interval);
+            self.heard = Some(self.heard.map_or(now, |h| h.max(now)));
+        }
+    }
+
     /// Forgets what probes said (the peer stopped being an mpwg peer).
     pub fn forget_probes(&mut self) {
         self.peer_interval = None;
@@ -344,9 +356,11 @@ impl Health {
         let silent_since = |since: Option<Instant>| {
             since.is_some_and(|s| now.saturating_duration_since(s) > threshold)
         };
+        // Data going out now (within the last 300 ms), not one packet a while ago that
+        // may simply have been lost.
         let sending = self
             .data_sent
-            .is_some_and(|d| now.saturating_duration_since(d) < threshold);
+            .is_some_and(|d| now.saturating_duration_since(d) < STOCK_SENDING);
         if self.trial {
             let started = self.trial_since.unwrap_or(now);
             if self.heard.is_some_and(|h| h > started) {
@@ -461,6 +475,19 @@ mod tests {
             Some(State::Up)
         );
         assert_eq!(h.since(), t + ms(100));
+    }
+
+    #[test]
+    fn a_path_that_never_hears_an_mpwg_peer_goes_down() {
+        let t0 = Instant::now();
+        let mut h = Health::new(Config::default(), t0);
+        h.expect_probes(ms(100), t0);
+        assert_eq!(h.evaluate(t0 + ms(200), true, ms(100), false, None), None);
+        assert_eq!(
+            h.evaluate(t0 + ms(300), true, ms(100), false, None),
+            Some(State::Down)
+        );
+        assert_eq!(h.reason(), Some(Reason::Silent));
     }
 
     #[test]

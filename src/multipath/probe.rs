@@ -20,7 +20,7 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0 | `0x11`: type probe, version 1 |
-//! | 1 | flags ([`FLAG_STRIPING`], [`FLAG_ACTIVE`]) |
+//! | 1 | flags ([`FLAG_STRIPING`], [`FLAG_ACTIVE`], [`FLAG_DUPLICATE`]) |
 //! | 2 | the sender's path id |
 //! | 3 | the path id of the receiver's probe being echoed, or `0xff` for none |
 //! | 4..8 | sequence number of this probe on the sender's path (from 1) |
@@ -40,6 +40,9 @@ pub const PROBE_TYPE: u8 = 0x11;
 pub const FLAG_STRIPING: u8 = 1;
 /// Flag: the sender is probing at its active (traffic flowing) rate.
 pub const FLAG_ACTIVE: u8 = 2;
+/// Flag: the sender sends every packet on every path (duplicate mode), so copies that
+/// never arrive on a path are its loss.
+pub const FLAG_DUPLICATE: u8 = 4;
 /// The echoed-path byte when nothing is echoed.
 pub const NO_PATH: u8 = 0xff;
 
@@ -64,7 +67,7 @@ pub struct Echo {
 /// A decoded probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
-    /// [`FLAG_STRIPING`], [`FLAG_ACTIVE`].
+    /// [`FLAG_STRIPING`], [`FLAG_ACTIVE`], [`FLAG_DUPLICATE`].
     pub flags: u8,
     /// The sender's path id.
     pub path: u8,

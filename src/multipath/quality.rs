@@ -1,6 +1,6 @@
 //! A path's quality, as pure bookkeeping: round-trip time (smoothed, minimum, and p50/p99
 //! from an HdrHistogram), jitter, loss (from probes, or passively from duplicate copies
-//! that never arrived), goodput, and the capacity estimate that aggregate mode stripes by.
+//! that never arrived), and goodput.
 //!
 //! Nothing here reads a clock: samples and `now` come in as arguments.
 
@@ -109,8 +109,11 @@ impl Quality {
     }
 
     /// Records the peer's report of which of our last probes arrived: bit i of
-    /// `received` is the probe `seq - i`. Only probes that were sent (sequence numbers
-    /// from 1) count.
+    /// `received` is the probe `seq - i`; only the last `seq` probes count (those sent
+    /// since the count started: probe numbers start at 1, and the monitor restarts the
+    /// count when a path comes back from down). Each report's figure (over up to 32
+    /// probes) is smoothed in by 1/4, so one lucky or unlucky window does not flip a
+    /// path between up and degraded.
     pub fn record_probe_report(&mut self, seq: u32, received: u32) {
         let n = seq.min(PROBE_WINDOW);
         if n == 0 {
@@ -118,7 +121,11 @@ impl Quality {
         }
         let mask = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
         let got = (received & mask).count_ones();
-        self.probe_loss = Some(100.0 * f64::from(n - got) / f64::from(n));
+        let loss = 100.0 * f64::from(n - got) / f64::from(n);
+        self.probe_loss = Some(match self.probe_loss {
+            None => loss,
+            Some(l) => l + (loss - l) / 4.0,
+        });
     }
 
     /// Records, for duplicate mode, that `expected` packets were delivered by any path
@@ -204,65 +211,6 @@ impl Rate {
     }
 }
 
-/// How aggregate mode learns what a path can carry, from the sender alone: when the
-/// path's latest round trip rises above its minimum by more than its queueing
-/// threshold, or probes are lost, the path is full and its capacity is what was being
-/// sent on it; while it is not, and is used near its estimate, the estimate grows by
-/// 1/16 per update, so a path given too little traffic finds its real rate.
-#[derive(Debug, Clone)]
-pub struct Capacity {
-    estimate: f64,
-    sent: Rate,
-}
-
-/// The capacity a path is credited with before anything is measured (bytes/s; 10
-/// Mbit/s): equal for every path, so that striping starts evenly.
-pub const INITIAL_CAPACITY: f64 = 1.25e6;
-/// The least capacity a path is credited with (bytes/s; 100 kbit/s).
-pub const MIN_CAPACITY: f64 = 12_500.0;
-
-impl Default for Capacity {
-    fn default() -> Self {
-        Capacity {
-            estimate: INITIAL_CAPACITY,
-            sent: Rate::default(),
-        }
-    }
-}
-
-impl Capacity {
-    /// Counts `bytes` sent on the path.
-    pub fn sent(&mut self, bytes: u64, now: Instant) {
-        self.sent.add(bytes, now);
-    }
-
-    /// The estimate, bytes per second.
-    pub fn estimate(&self) -> f64 {
-        self.estimate
-    }
-
-    /// Updates the estimate from the path's quality; call once per probe round trip.
-    pub fn update(&mut self, q: &Quality, now: Instant) {
-        let sending = self.sent.rate(now);
-        let (Some(min), Some(last)) = (q.min_rtt(), q.last_rtt()) else {
-            return;
-        };
-        // Queueing shows as a round trip above the minimum by more than the path's own
-        // jitter would explain; past 15 ms of queue, the path is full whatever its jitter.
-        let threshold = (min / 4)
-            .max(q.jitter().unwrap_or_default() * 2)
-            .clamp(Duration::from_millis(3), Duration::from_millis(15));
-        let full = last > min + threshold || q.loss_pct().is_some_and(|l| l >= 1.0);
-        if full {
-            if sending > MIN_CAPACITY {
-                self.estimate = (sending * 0.95).max(MIN_CAPACITY);
-            }
-        } else if sending >= self.estimate * 0.7 {
-            self.estimate *= 1.0625;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,12 +266,14 @@ mod tests {
     fn loss_from_the_probe_report() {
         let mut q = Quality::default();
         assert_eq!(q.loss_pct(), None);
-        q.record_probe_report(32, u32::MAX);
-        assert_eq!(q.loss_pct(), Some(0.0));
         // 4 of the last 32 missing.
         q.record_probe_report(100, !0b1010_0000_0000_0101);
         assert_eq!(q.loss_pct(), Some(12.5));
-        // Only 4 probes sent so far, one of them lost; the bits above them mean nothing.
+        // Smoothed: a clean report brings it down by a quarter.
+        q.record_probe_report(32, u32::MAX);
+        assert_eq!(q.loss_pct(), Some(12.5 * 0.75));
+        // Only 4 probes counted, one of them lost; the bits above them mean nothing.
+        let mut q = Quality::default();
         q.record_probe_report(4, 0xffff_fff7);
         assert_eq!(q.loss_pct(), Some(25.0));
         q.clear_probe_loss();
@@ -355,41 +305,5 @@ mod tests {
         let r = q.goodput(t0 + ms(2000));
         assert!((r - 1.25e6).abs() < 0.15e6, "{r}");
         assert_eq!(q.goodput(t0 + ms(10_000)), 0.0, "idle");
-    }
-
-    #[test]
-    fn capacity_grows_while_used_and_settles_where_the_queue_builds() {
-        let t0 = Instant::now();
-        let mut q = Quality::default();
-        let mut c = Capacity::default();
-        q.record_rtt(ms(10));
-        // A link of 5 MB/s: the sender sends at min(estimate, 5 MB/s); past it the
-        // round trip grows by the queue.
-        let link = 5.0e6;
-        let mut t = t0;
-        for _ in 0..200 {
-            let send = c.estimate().min(link * 1.02);
-            t += ms(100);
-            c.sent((send / 10.0) as u64, t);
-            q.record_rtt(if send > link { ms(40) } else { ms(10) });
-            c.update(&q, t);
-        }
-        let e = c.estimate();
-        assert!(
-            e > link * 0.8 && e < link * 1.3,
-            "estimate {e} for a link of {link}"
-        );
-    }
-
-    #[test]
-    fn capacity_holds_still_when_unused() {
-        let t0 = Instant::now();
-        let mut q = Quality::default();
-        let mut c = Capacity::default();
-        q.record_rtt(ms(10));
-        for i in 1..50 {
-            c.update(&q, t0 + ms(i * 100));
-        }
-        assert_eq!(c.estimate(), INITIAL_CAPACITY);
     }
 }

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_CAP: Duration = Duration::from_millis(50);
 /// The most packets held at once by default; past it, the oldest gap is given up.
 pub const DEFAULT_MAX_HELD: usize = 2048;
+/// Lanes followed at most.
+const MAX_LANES: usize = 16;
+/// A lane not heard from for this long does not count for giving gaps up early.
+pub const LANE_IDLE: Duration = Duration::from_millis(500);
 
 /// How long a packet that arrived past a gap waits: the spread of the paths' one-way
 /// delays (`spread`: the difference between the slowest and the fastest path in use,
@@ -60,6 +64,9 @@ pub struct Reorder<T> {
     max_held: usize,
     fill: Option<Duration>,
     stats: ReorderStats,
+    /// Per lane (one sender path, as the caller names it): the highest counter it
+    /// delivered, and when.
+    lanes: Vec<(u64, u64, Instant)>,
 }
 
 impl<T> Default for Reorder<T> {
@@ -78,6 +85,7 @@ impl<T> Reorder<T> {
             max_held: max_held.max(1),
             fill: None,
             stats: ReorderStats::default(),
+            lanes: Vec::new(),
         }
     }
 
@@ -117,6 +125,58 @@ impl<T> Reorder<T> {
         hold: Duration,
         out: &mut impl FnMut(T),
     ) {
+        self.push_on(None, counter, item, now, hold, out);
+    }
+
+    /// [`Reorder::push`] for a packet that came by `lane` (a sender path: the receiving
+    /// path and the sender's address). A path delivers in the order it was given, so a
+    /// gap that every lane heard from recently has passed can no longer fill: it is
+    /// given up at once instead of after its hold. Lanes silent for [`LANE_IDLE`] do not
+    /// count (a cut path must not hold the others back, nor hurry them).
+    pub fn push_on(
+        &mut self,
+        lane: Option<u64>,
+        counter: u64,
+        item: Option<T>,
+        now: Instant,
+        hold: Duration,
+        out: &mut impl FnMut(T),
+    ) {
+        if let Some(l) = lane {
+            if let Some(x) = self.lanes.iter_mut().find(|x| x.0 == l) {
+                x.1 = x.1.max(counter);
+                x.2 = now;
+            } else if self.lanes.len() < MAX_LANES {
+                self.lanes.push((l, counter, now));
+            }
+        }
+        self.insert(counter, item, now, hold, out);
+        if lane.is_some() && !self.held.is_empty() {
+            let passed = self
+                .lanes
+                .iter()
+                .filter(|x| now.saturating_duration_since(x.2) < LANE_IDLE)
+                .map(|x| x.1)
+                .min();
+            if let (Some(p), Some(n)) = (passed, self.next) {
+                if p > n && self.lanes.len() >= 2 {
+                    self.release_through(
+                        p.min(self.held.last_key_value().map_or(p, |(k, _)| *k)),
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    fn insert(
+        &mut self,
+        counter: u64,
+        item: Option<T>,
+        now: Instant,
+        hold: Duration,
+        out: &mut impl FnMut(T),
+    ) {
         let next = *self.next.get_or_insert(counter);
         if counter < next {
             if let Some(t) = item {
@@ -142,7 +202,7 @@ impl<T> Reorder<T> {
         if hold.is_zero() {
             // Nothing to wait for: give the gap up now.
             self.release_through(counter - 1, out);
-            return self.push(counter, item, now, hold, out);
+            return self.insert(counter, item, now, hold, out);
         }
         if self.held.contains_key(&counter) {
             return;
@@ -339,6 +399,31 @@ mod tests {
         g.push(1, 70, 50);
         assert_eq!(g.take(), vec![1]);
         assert_eq!(g.r.stats().late, 1);
+    }
+
+    #[test]
+    fn a_gap_every_lane_has_passed_is_given_up_at_once() {
+        let t = Instant::now();
+        let mut r: Reorder<u64> = Reorder::default();
+        let mut out = Vec::new();
+        let hold = ms(50);
+        let push = |r: &mut Reorder<u64>, out: &mut Vec<u64>, lane, c| {
+            r.push_on(Some(lane), c, Some(c), t, hold, &mut |x| out.push(x))
+        };
+        push(&mut r, &mut out, 1, 0);
+        push(&mut r, &mut out, 2, 1);
+        // 2 was sent on lane 1 and lost; 3 comes on lane 2, 4 on lane 1.
+        push(&mut r, &mut out, 2, 3);
+        push(&mut r, &mut out, 1, 4);
+        assert_eq!(out, vec![0, 1, 3, 4]);
+        assert_eq!(r.stats().given_up, 1);
+        // A gap only one lane has passed waits: 6 may still come on lane 1.
+        push(&mut r, &mut out, 2, 7);
+        assert_eq!(out, vec![0, 1, 3, 4]);
+        // (5 came on lane 1: then 6 too, behind it.)
+        push(&mut r, &mut out, 1, 5);
+        push(&mut r, &mut out, 1, 6);
+        assert_eq!(out, vec![0, 1, 3, 4, 5, 6, 7]);
     }
 
     #[test]

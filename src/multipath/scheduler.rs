@@ -8,7 +8,8 @@
 //!   one that recovers is taken back only once it has been `up` for the hold time, so a
 //!   flapping primary does not drag traffic back and forth ([`Failover`]).
 //! - **aggregate**: packets striped over the `up` paths in proportion to their weights
-//!   (measured capacity, or configured weights), batch by batch ([`stripe`]); a path
+//!   (configured, or shares balanced for equal queueing delay, which under load is
+//!   their capacity: [`rebalance`]), chunk by chunk ([`stripe`]); a path
 //!   whose one-way delay exceeds the fastest one's by more than the receiver's reorder
 //!   cap, or whose lag would overrun the replay window, is left out ([`aggregate_set`]).
 //! - **adaptive**: small and latency-sensitive packets ([`classify`]) duplicated as in
@@ -297,6 +298,55 @@ pub fn stripe(
         .map(|(id, _)| id)
 }
 
+/// The least share of striped traffic a path keeps while it is a candidate: enough to
+/// keep measuring it.
+pub const MIN_SHARE: f64 = 0.03;
+
+/// Aggregate mode's shares without configured weights: moves `shares` (one per
+/// candidate path, summing to 1) towards equal queueing delay on every path, the
+/// `queueing` (smoothed round trip less the minimum) each path shows. A path whose
+/// queue is longer than the average gets less, one that is shorter more, by up to 5%
+/// per call; differences under 2 ms are noise and change nothing. When the paths are
+/// full, equal queues means shares in proportion to their capacities; when none is,
+/// the shares stay put. A path with no measurement keeps its share.
+///
+/// Why not an estimate of each path's capacity: striping decides what each path is
+/// offered, so a sender-side estimate sees its own decision; feedback loops of that kind
+/// starve one path (measured: a 40+40 Mbit/s pair settled at 36/64). Queues are what
+/// overflows, so queues are what is balanced.
+pub fn rebalance(shares: &mut [f64], queueing: &[Option<Duration>]) {
+    let n = shares.len().min(queueing.len());
+    if n == 0 {
+        return;
+    }
+    let known: Vec<f64> = queueing[..n]
+        .iter()
+        .flatten()
+        .map(|d| d.as_secs_f64())
+        .collect();
+    if known.len() >= 2 {
+        let mean = known.iter().sum::<f64>() / known.len() as f64;
+        let scale = mean.max(0.002);
+        for i in 0..n {
+            let Some(q) = queueing[i] else { continue };
+            let d = mean - q.as_secs_f64();
+            if d.abs() < 0.002 {
+                continue;
+            }
+            shares[i] *= 1.0 + 0.05 * (d / scale).clamp(-1.0, 1.0);
+        }
+    }
+    for s in shares[..n].iter_mut() {
+        if !s.is_finite() || *s < MIN_SHARE {
+            *s = MIN_SHARE;
+        }
+    }
+    let total: f64 = shares[..n].iter().sum();
+    for s in shares[..n].iter_mut() {
+        *s /= total;
+    }
+}
+
 /// What kind of packet this is, for adaptive mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {
@@ -541,6 +591,42 @@ mod tests {
         // A zero or broken weight gets (almost) nothing, never a panic.
         let id = stripe(set, 1400, |_| 0, |i| [0.0, f64::NAN][i]);
         assert!(id.is_some());
+    }
+
+    /// Two paths of 40 and 8 units, rebalanced every 100 ms: each round, the queue of a
+    /// path grows with what it is offered beyond its capacity (in all, the sum of the
+    /// capacities), drains when under, and is capped at 20 ms (tbf drops beyond).
+    #[test]
+    fn rebalancing_equalises_queues_and_follows_capacity() {
+        let caps = [40.0, 8.0];
+        let mut shares = [0.5, 0.5];
+        let mut queues = [0.0f64; 2];
+        let mut tail = Vec::new();
+        for round in 0..300 {
+            for i in 0..2 {
+                let offered = shares[i] * 48.0;
+                queues[i] = (queues[i] + (offered - caps[i]) / caps[i] * 0.1).clamp(0.0, 0.02);
+            }
+            let q: Vec<Option<Duration>> = queues
+                .iter()
+                .map(|&s| Some(Duration::from_secs_f64(s)))
+                .collect();
+            rebalance(&mut shares, &q);
+            if round >= 200 {
+                tail.push(shares[0]);
+            }
+        }
+        let mean = tail.iter().sum::<f64>() / tail.len() as f64;
+        assert!((mean - 40.0 / 48.0).abs() < 0.03, "{mean}");
+        // Equal queues: nothing moves.
+        let mut s = [0.3, 0.7];
+        rebalance(&mut s, &[Some(Duration::from_millis(5)); 2]);
+        assert!((s[0] - 0.3).abs() < 1e-9);
+        // No measurement: nothing moves but the floor.
+        let mut s = [0.999, 0.001];
+        rebalance(&mut s, &[None, None]);
+        assert!(s[1] >= MIN_SHARE * 0.9, "{s:?}");
+        rebalance(&mut [], &[]);
     }
 
     fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {

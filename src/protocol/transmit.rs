@@ -2,6 +2,7 @@
 //! capture) stand. The core never knows how many sockets or interfaces there are.
 
 use crate::multipath::path::Source;
+use crate::multipath::scheduler::Traffic;
 use crate::protocol::peer::Peer;
 
 /// How the core sends: the daemon's sockets, or a test's capture.
@@ -31,6 +32,13 @@ pub trait Transmit {
             ok |= self.send_to_peer(peer, d);
         }
         ok
+    }
+
+    /// [`Transmit::send_each_to_peer`] for data packets of kind `traffic`, which the
+    /// scheduler may stripe instead of duplicating.
+    fn send_data_to_peer(&self, peer: &Peer, datagrams: &[&[u8]], traffic: Traffic) -> bool {
+        let _ = traffic;
+        self.send_each_to_peer(peer, datagrams)
     }
 
     /// Sends `datagram` back to where a datagram came from (a cookie reply, which must not

@@ -308,6 +308,48 @@ pub struct Router {
     pub ns: Netns,
 }
 
+impl Router {
+    /// Cuts path `p` silently: everything in and out of the router's A-side interface
+    /// `raP` dropped by nft (one transaction, both directions at once). Every link
+    /// stays up, so neither end can know but by what stops arriving.
+    pub fn cut(&self, p: usize) {
+        super::nft(
+            &self.ns,
+            &format!(
+                "table netdev cut_{p} {{\n\
+                 \x20 chain in {{ type filter hook ingress device \"ra{p}\" priority 0; policy drop; }}\n\
+                 \x20 chain out {{ type filter hook egress device \"ra{p}\" priority 0; policy drop; }}\n\
+                 }}\n"
+            ),
+        );
+    }
+
+    /// Undoes [`Router::cut`].
+    pub fn restore(&self, p: usize) {
+        super::nft(&self.ns, &format!("delete table netdev cut_{p}\n"));
+    }
+}
+
+/// `tc qdisc replace dev DEV root tbf` in `ns`: `rate_mbit`, a 32 KiB burst and a 20 ms
+/// queue. On both ends of a path (A's `aP`, B's `bP`), it limits the path both ways.
+pub fn tbf(ns: &Netns, dev: &str, rate_mbit: u32) {
+    ns.run(&[
+        "tc",
+        "qdisc",
+        "replace",
+        "dev",
+        dev,
+        "root",
+        "tbf",
+        "rate",
+        &format!("{rate_mbit}mbit"),
+        "burst",
+        "32kb",
+        "latency",
+        "20ms",
+    ]);
+}
+
 fn sysctl(ns: &Netns, key: &str, value: &str) {
     ns.run(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
 }
@@ -456,47 +498,6 @@ impl RoutedLab {
     /// The emulator.
     pub fn emu(&self) -> &Emulator {
         &self.router.emu
-    }
-
-    /// `tc qdisc replace ... root tbf` at both ends of path `p` (A's `aP` and B's `bP`,
-    /// their egress): `rate_mbit`, with a 20 ms queue.
-    pub fn tbf(&self, p: usize, rate_mbit: u32) {
-        for (ns, dev) in [(&self.a, format!("a{p}")), (&self.b, format!("b{p}"))] {
-            ns.run(&[
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                &dev,
-                "root",
-                "tbf",
-                "rate",
-                &format!("{rate_mbit}mbit"),
-                "burst",
-                "32kb",
-                "latency",
-                "20ms",
-            ]);
-        }
-    }
-
-    /// Cuts path `p` silently: everything in and out of A's `aP` dropped by nft (one
-    /// transaction, both directions at once); the link stays up.
-    pub fn cut(&self, p: usize) {
-        super::nft(
-            &self.a,
-            &format!(
-                "table netdev cut_a{p} {{\n\
-                 \x20 chain in {{ type filter hook ingress device \"a{p}\" priority 0; policy drop; }}\n\
-                 \x20 chain out {{ type filter hook egress device \"a{p}\" priority 0; policy drop; }}\n\
-                 }}\n"
-            ),
-        );
-    }
-
-    /// Undoes [`RoutedLab::cut`].
-    pub fn restore(&self, p: usize) {
-        super::nft(&self.a, &format!("delete table netdev cut_a{p}\n"));
     }
 
     /// Two daemons over the lab: mpwg on A (`mpwg up --path a1 ... A_ARGS`), and on B

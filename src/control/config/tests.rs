@@ -237,10 +237,9 @@ fn paths_and_mode_are_mpwg_keys() {
 #[test]
 fn path_and_mode_errors_name_the_line() {
     assert_eq!(
-        e("[Interface]\nMode = failover\n"),
-        "wg0.conf:2: bad Mode: \"failover\" is not a mode this mpwg has: only duplicate \
-         (every packet on every path that is up); failover, aggregate and adaptive are \
-         planned"
+        e("[Interface]\nMode = bond\n"),
+        "wg0.conf:2: bad Mode: \"bond\" is not a mode this mpwg has: duplicate, failover, \
+         aggregate or adaptive"
     );
     assert_eq!(
         e("[Path]\nInterface = eth1\nPriority = 1\n"),

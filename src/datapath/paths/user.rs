@@ -93,6 +93,7 @@ impl Paths {
             window: DEFAULT_WINDOW,
             epoch: Instant::now(),
             user: Some(UserTransport::new(transport)),
+            schedule: Arc::default(),
         }
     }
 

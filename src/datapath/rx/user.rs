@@ -6,7 +6,7 @@
 
 use crossbeam_channel::{Receiver as Queue, RecvTimeoutError};
 
-use super::{Receiver, RX_IDLE};
+use super::Receiver;
 use crate::datapath::paths::Delivered;
 use crate::datapath::Lifecycle;
 
@@ -14,12 +14,16 @@ use crate::datapath::Lifecycle;
 const ROUND: usize = 256;
 
 /// Hands what the transport delivered to the receiver until `life` says the tunnel
-/// stops (seen within [`RX_IDLE`]).
+/// stops (seen within [`super::RX_IDLE`]).
 pub(super) fn receive_loop(rx: &mut Receiver, queue: &Queue<Delivered>, life: &Lifecycle) {
     while !life.is_stopping() {
-        let mut next = match queue.recv_timeout(RX_IDLE) {
+        let mut next = match queue.recv_timeout(rx.idle_wait()) {
             Ok(d) => Some(d),
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                // Striped packets held past a gap go when their hold ends.
+                rx.release_due();
+                continue;
+            }
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let mut handled = 0;

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::multipath::path::{PathId, Source};
+use crate::multipath::probe::{self, PROBE_LEN};
 use crate::protocol::allowedips::AllowedIps;
 use crate::protocol::device::{ip_info, Device, EpochCache};
 use crate::protocol::noise::messages::{classify, le32, Kind, DATA_HEADER_LEN};
@@ -115,6 +116,15 @@ pub struct RxBatch {
     runs: Vec<Run>,
     /// The allowed IPs the batch was decrypted under, for the inner source checks.
     allowed: Option<Arc<AllowedIps<Arc<Peer>>>>,
+    /// mpwg messages (probes) the batch held instead of IP packets, for the path
+    /// monitor: where each came from, its peer, and its plaintext.
+    pub mpwg: Vec<(Source, Arc<Peer>, [u8; PROBE_LEN])>,
+    /// Peers whose packets in the batch carried a hello (they are mpwg).
+    pub hellos: Vec<Arc<Peer>>,
+    /// Every counter the batch committed, in arrival order: (run, counter, where it
+    /// came from, the packet's place in [`RxBatch::packets`] if it carried one for the
+    /// TUN).
+    order: Vec<(usize, u64, Source, Option<usize>)>,
 }
 
 impl RxBatch {
@@ -134,6 +144,9 @@ impl RxBatch {
             learned: Vec::new(),
             runs: Vec::new(),
             allowed: None,
+            mpwg: Vec::new(),
+            hellos: Vec::new(),
+            order: Vec::with_capacity(capacity),
         }
     }
 
@@ -188,6 +201,19 @@ impl RxBatch {
         self.tally.clear();
         self.runs.clear();
         self.allowed = None;
+        self.mpwg.clear();
+        self.hellos.clear();
+        self.order.clear();
+    }
+
+    /// Every counter the batch committed, in arrival order, with its session, where it
+    /// came from, and the packet's place in [`RxBatch::packets`] if it carried one for the TUN (not a
+    /// keepalive, a probe, or an inner packet that was refused): what the receive side's
+    /// reorder buffer needs to release striped packets in counter order.
+    pub fn committed(&self) -> impl Iterator<Item = (&Arc<Session>, u64, Source, Option<usize>)> {
+        self.order.iter().filter_map(|&(run, c, src, slot)| {
+            self.runs.get(run).map(|r| (&r.session, c, src, slot))
+        })
     }
 
     fn tally(&mut self, path: PathId, win: bool) {
@@ -441,22 +467,47 @@ impl Device {
             b.ready = 0;
             return;
         };
+        b.order.clear();
         for i in 0..b.meta.len() {
             let State::Opened(len) = b.meta[i].state else {
                 continue;
             };
+            let (run, counter, src) = (b.meta[i].run, b.meta[i].counter, b.meta[i].src);
             if len == 0 {
+                b.order.push((run, counter, src, None));
                 continue; // a keepalive
             }
-            let peer = &b.runs[b.meta[i].run].peer;
+            let peer = &b.runs[run].peer;
             let plain = &b.bufs[i][PACKET_OFFSET..PACKET_OFFSET + len];
+            if probe::is_mpwg(plain) {
+                // An mpwg probe, not an IP packet: for the path monitor.
+                if let Ok(p) = <[u8; PROBE_LEN]>::try_from(plain) {
+                    b.mpwg.push((b.meta[i].src, peer.clone(), p));
+                }
+                // Sent on one path only, it is no path's win over another.
+                if let Some(t) = b.tally.iter_mut().find(|t| t.path == src.path) {
+                    t.wins = t.wins.saturating_sub(1);
+                }
+                b.meta[i].state = State::Dropped;
+                b.order.push((run, counter, src, None));
+                continue;
+            }
             match self.inner_packet(&allowed, peer, plain) {
                 Some(ip_len) => {
+                    if probe::has_hello(plain, ip_len)
+                        && !b.hellos.iter().any(|h| Arc::ptr_eq(h, peer))
+                    {
+                        b.hellos.push(peer.clone());
+                    }
                     b.bufs[i].truncate(PACKET_OFFSET + ip_len);
                     b.bufs.swap(ready, i);
+                    b.order.push((run, counter, src, Some(ready)));
                     ready += 1;
                 }
-                None => b.meta[i].state = State::Dropped,
+                None => {
+                    b.meta[i].state = State::Dropped;
+                    b.order.push((run, counter, src, None));
+                }
             }
         }
         b.ready = ready;
