@@ -253,6 +253,43 @@ fn failover_idles_the_backup_and_survives_a_silent_cut() {
     assert!(e.lost() <= 30, "{} pings lost: {}", e.lost(), e.ping_output);
 }
 
+/// Failover against a stock wireguard-go far end: no probes, so a silent cut of the
+/// primary (both directions) is seen by silence: after 1 s with data going out and
+/// nothing coming back (README, "Health against a stock WireGuard peer"). During a
+/// 100 packets/s ping of 6 s, cut 1 s in, the tunnel moves to the backup and wireguard-go
+/// follows it there (it answers where it last heard from): 200 pings or fewer are lost
+/// (1 s of detection, with a margin for a busy machine; without failover the 500 after
+/// the cut would be), and `--json` shows the primary `down`.
+#[test]
+fn failover_against_a_stock_peer_moves_after_the_stated_silence() {
+    let Some(_lab) = lab("failover_against_a_stock_peer_moves_after_the_stated_silence") else {
+        return;
+    };
+    let lab = RoutedLab::new(49, 2);
+    let (pair, router) = lab.pair(&["--mode", "failover"], Impl::WireguardGo, &[]);
+    establish(&pair);
+    thread::sleep(Duration::from_secs(1));
+    let ping = EchoStream::start(&pair.a.ns, &pair.b.tunnel, 600, "0.01");
+    sleep_until(ping.started() + Duration::from_secs(1));
+    router.cut(1);
+    let e = ping.finish(&pair.a.ns);
+    println!(
+        "failover against wireguard-go, silent cut of the primary: {} of {} pings lost",
+        e.lost(),
+        e.sent
+    );
+    println!("{}", mpwg_show(&pair.a.dev).text);
+    let v = show_json(&pair.a.dev);
+    assert_eq!(json_path(&v, "a1")["state"], "down", "{v:#}");
+    assert!(
+        e.lost() <= 200,
+        "{} pings lost: {}\nA's log:\n{}",
+        e.lost(),
+        e.ping_output,
+        pair.a.daemon.log()
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // Aggregate and adaptive
 // ---------------------------------------------------------------------------------
