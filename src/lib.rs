@@ -4,7 +4,7 @@
 //! interfaces, by name or by index, mixed), the listen port. [`Builder::start`] creates
 //! it and returns a [`Handle`], through which a program configures the device (the
 //! UAPI's `set`, as text or typed), adds and removes paths, reads its status (what `mpwg
-//! show --json` prints) and stops it. [`interfaces`] lists the interfaces a path can
+//! show --json` prints), changes its scheduling mode and stops it. [`interfaces`] lists the interfaces a path can
 //! use. `mpwg up` is this same builder and handle, with signals around them.
 //!
 //! ```no_run
@@ -45,6 +45,7 @@ pub use datapath::paths::ReceiveMode;
 pub use datapath::paths::{Inbound, Transport};
 pub use datapath::Io;
 pub use io::tun::TunDevice;
+pub use multipath::scheduler::Mode;
 pub use protocol::cidr::Cidr;
 pub use protocol::key::Key;
 pub use protocol::request::{PeerUpdate, SetRequest};

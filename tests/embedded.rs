@@ -221,6 +221,13 @@ fn two_devices_over_an_in_memory_path_handshake_and_exchange_packets() {
     );
     assert!(*wire.carried.lock().unwrap() >= 2 * (10 + 10 + 2));
 
+    // The mode changes as with `mpwg mode`, and the status says so.
+    assert_eq!(a.mode(), mpwg::Mode::Duplicate);
+    a.set_mode(mpwg::Mode::Failover);
+    assert_eq!(a.mode(), mpwg::Mode::Failover);
+    assert_eq!(a.status().mode, "failover");
+    a.set_mode(mpwg::Mode::Duplicate);
+
     // Paths come and go as with `mpwg path add` and `mpwg path del`.
     a.add_path("mem2").unwrap();
     let names: Vec<String> = a.status().paths.into_iter().map(|p| p.name).collect();

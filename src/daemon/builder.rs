@@ -16,6 +16,7 @@ use super::{
 };
 use crate::control::config;
 use crate::control::http::{MetricsServer, StatusSource};
+use crate::control::request::{ControlHandler, Request};
 use crate::control::show::ControlServer;
 use crate::control::status::Status;
 use crate::control::uapi::{self, PeerUpdate, SetRequest, UapiHandler, UapiServer};
@@ -26,6 +27,7 @@ use crate::io::netlink::{self, NetlinkSocket};
 use crate::io::tun::{Tun, TunDevice};
 use crate::multipath::endpoint::DEFAULT_WINDOW;
 use crate::multipath::path::{Interface, PathArg};
+use crate::multipath::scheduler::Mode;
 use crate::protocol::device::Device;
 
 /// How long [`Handle::stop`] waits for the tunnel's threads to end before it leaves the
@@ -183,7 +185,7 @@ impl Builder {
 
     /// The scheduling mode (default: the config file's `Mode`, else duplicate); a
     /// running tunnel changes it with `mpwg mode` over its control socket.
-    pub fn mode(mut self, mode: crate::multipath::scheduler::Mode) -> Builder {
+    pub fn mode(mut self, mode: Mode) -> Builder {
         self.opts.scheduling.mode = Some(mode);
         self
     }
@@ -564,6 +566,18 @@ impl Handle {
     /// Removes the path on interface `iface`, as `mpwg path del` does.
     pub fn remove_path(&self, iface: &str) -> Result<(), DaemonError> {
         self.tunnel.path_del(iface).map_err(DaemonError::PathChange)
+    }
+
+    /// The scheduling mode now.
+    pub fn mode(&self) -> Mode {
+        self.tunnel.monitor.schedule.mode()
+    }
+
+    /// Changes the scheduling mode, as `mpwg mode NAME MODE` does: the paths, peers and
+    /// sessions stay as they are.
+    pub fn set_mode(&self, mode: Mode) {
+        // The control socket's own handler: a mode change cannot fail.
+        let _ = ControlHandler::handle(&*self.tunnel, Request::Mode { mode });
     }
 
     /// The whole status: paths, peers, handshake and drop counters; what `mpwg show
