@@ -10,7 +10,7 @@
 //! ```
 //!
 //! The tunnel is named by `MPWG_EXAMPLE_NAME` (default `mpwg0`); `MPWG_EXAMPLE_PORT`
-//! sets its listen port.
+//! sets its listen port; `MPWG_LOG` filters its log (a `tracing` filter).
 
 use std::process::ExitCode;
 
@@ -19,6 +19,14 @@ fn main() -> ExitCode {
     if args.is_empty() {
         return list();
     }
+    // The library logs through `tracing`: here to stderr, filtered by MPWG_LOG
+    // (default: what happens to the tunnel and its paths).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MPWG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("mpwg=info,warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let name = std::env::var("MPWG_EXAMPLE_NAME").unwrap_or_else(|_| "mpwg0".into());
     let mut builder = mpwg::Builder::new(&name);
     for a in &args {
