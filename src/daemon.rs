@@ -553,6 +553,34 @@ impl ControlHandler for Tunnel {
             Request::Status => Ok(self.status().to_json()),
             Request::PathAdd { iface } => self.path_add(&iface).map(|()| String::new()),
             Request::PathDel { iface } => self.path_del(&iface).map(|()| String::new()),
+            Request::PathSet {
+                iface,
+                priority,
+                weight,
+            } => {
+                if !self
+                    .paths
+                    .all()
+                    .iter()
+                    .any(|p| p.name() == Some(iface.as_str()))
+                {
+                    let name = &self.name;
+                    return Err(format!(
+                        "{name} has no path on {iface} (`mpwg show {name}` lists its paths)"
+                    ));
+                }
+                let mut o = self.monitor.path_options(&iface);
+                o.priority = priority.or(o.priority);
+                o.weight = weight.or(o.weight);
+                self.monitor.set_path_options(&iface, o);
+                tracing::info!(
+                    path = %iface,
+                    "path {iface}: priority {}, weight {}",
+                    o.priority.map_or("by order".into(), |p| p.to_string()),
+                    o.weight.map_or("measured".into(), |w| w.to_string())
+                );
+                Ok(String::new())
+            }
             Request::Mode { mode } => {
                 let old = self.monitor.schedule.mode();
                 self.monitor.schedule.set_mode(mode);

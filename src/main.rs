@@ -201,6 +201,21 @@ enum PathAction {
         /// The uplink interface.
         iface: String,
     },
+    /// Sets a path's failover priority (lower is preferred; default: its place in the
+    /// --path order) and its weight (its share of striped traffic; default: balanced by
+    /// measured queueing delay).
+    Set {
+        /// The mpwg device.
+        name: String,
+        /// The uplink interface.
+        iface: String,
+        /// Failover priority: the lowest working one carries the data.
+        #[arg(long, value_name = "N")]
+        priority: Option<u32>,
+        /// Share of striped traffic (aggregate, adaptive), relative to the other paths'.
+        #[arg(long, value_name = "W", value_parser = mpwg::control::request::parse_weight)]
+        weight: Option<f64>,
+    },
     /// Removes the path on interface IFACE: it stops being used, and its socket closes.
     Del {
         /// The mpwg device.
@@ -387,6 +402,19 @@ fn main() -> ExitCode {
         Command::Path { action } => match action {
             PathAction::Add { name, iface } => ask(&name, &Request::PathAdd { iface }),
             PathAction::Del { name, iface } => ask(&name, &Request::PathDel { iface }),
+            PathAction::Set {
+                name,
+                iface,
+                priority,
+                weight,
+            } => ask(
+                &name,
+                &Request::PathSet {
+                    iface,
+                    priority,
+                    weight,
+                },
+            ),
         },
         Command::Mode { name, mode } => ask(&name, &Request::Mode { mode }),
         Command::GenerateAssets { dir } => match generate_assets(&dir) {

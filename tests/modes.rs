@@ -253,6 +253,44 @@ fn failover_idles_the_backup_and_survives_a_silent_cut() {
     assert!(e.lost() <= 30, "{} pings lost: {}", e.lost(), e.ping_output);
 }
 
+/// `mpwg path set NAME IFACE --priority N` reorders failover: with the second path given
+/// priority 0 and the first 5, the second carries the data (95% or more of A's
+/// datagrams) and the first only probes. A bad value is refused with the reason.
+#[test]
+fn path_set_priority_moves_failovers_data() {
+    let Some(_lab) = lab("path_set_priority_moves_failovers_data") else {
+        return;
+    };
+    let lab = RoutedLab::new(50, 2);
+    let args = ["--mode", "failover", "--hold", "0.5"];
+    let (pair, _router) = lab.pair(&args, Impl::Mpwg, &args);
+    establish(&pair);
+    for (iface, prio) in [("a2", "0"), ("a1", "5")] {
+        check(Command::new(MPWG).args(["path", "set", &pair.a.dev, iface, "--priority", prio]));
+    }
+    let out = Command::new(MPWG)
+        .args(["path", "set", &pair.a.dev, "a1", "--weight", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a weight"), "{err}");
+    thread::sleep(Duration::from_secs(2));
+    let before = tx_packets(&pair.a.dev, 2);
+    let e = EchoStream::start(&pair.a.ns, &pair.b.tunnel, 400, "0.01").finish(&pair.a.ns);
+    let after = tx_packets(&pair.a.dev, 2);
+    let (first, second) = (after[0] - before[0], after[1] - before[1]);
+    println!("priority a2 0, a1 5: a1 sent {first} datagrams, a2 {second}");
+    assert_eq!(e.lost(), 0, "{}", e.ping_output);
+    let share = second as f64 / (first + second).max(1) as f64;
+    assert!(
+        share >= 0.95,
+        "a2 (priority 0) carried {:.1}% of A's datagrams:\n{}",
+        share * 100.0,
+        mpwg_show(&pair.a.dev).text
+    );
+}
+
 /// Failover against a stock wireguard-go far end: no probes, so a silent cut of the
 /// primary (both directions) is seen by silence: after 1 s with data going out and
 /// nothing coming back (README, "Health against a stock WireGuard peer"). During a

@@ -70,12 +70,16 @@ pub struct ParsedConfig {
 }
 
 /// A `[Path]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConfigPath {
     /// Its `Interface =`.
     pub interface: String,
     /// The 1-based line of that key.
     pub line: usize,
+    /// Its `Priority =` (failover: lower is preferred; default: its place in the list).
+    pub priority: Option<u32>,
+    /// Its `Weight =` (its share of striped traffic; default: measured).
+    pub weight: Option<f64>,
 }
 
 /// A wg-quick-only setting found in a configuration file.
@@ -259,6 +263,8 @@ enum Section {
     Path {
         header_line: usize,
         interface: Option<(String, usize)>,
+        priority: Option<u32>,
+        weight: Option<f64>,
     },
 }
 
@@ -398,6 +404,8 @@ pub fn parse(text: &str, file: &Path) -> Result<ParsedConfig, ConfigError> {
                 Section::Path {
                     header_line: line,
                     interface: None,
+                    priority: None,
+                    weight: None,
                 }
             } else {
                 return Err(ConfigError::UnknownSection {
@@ -467,8 +475,25 @@ pub fn parse(text: &str, file: &Path) -> Result<ParsedConfig, ConfigError> {
                     });
                 }
             }
-            Section::Path { interface, .. } => {
-                if is("Interface") {
+            Section::Path {
+                interface,
+                priority,
+                weight,
+                ..
+            } => {
+                if is("Priority") {
+                    *priority = Some(value.parse().map_err(|_| {
+                        bad(
+                            "Priority",
+                            format!("{value:?} is not a whole number from 0 to 4294967295"),
+                        )
+                    })?);
+                } else if is("Weight") {
+                    *weight = Some(
+                        crate::control::request::parse_weight(value)
+                            .map_err(|r| bad("Weight", r))?,
+                    );
+                } else if is("Interface") {
                     if let Some((_, first)) = interface {
                         return Err(bad(
                             "Interface",
@@ -573,6 +598,8 @@ fn finish_section(
         Section::Path {
             header_line,
             interface,
+            priority,
+            weight,
         } => {
             let Some((interface, line)) = interface else {
                 return Err(ConfigError::MissingInterface {
@@ -580,7 +607,12 @@ fn finish_section(
                     line: header_line,
                 });
             };
-            paths.push(ConfigPath { interface, line });
+            paths.push(ConfigPath {
+                interface,
+                line,
+                priority,
+                weight,
+            });
             return Ok(());
         }
         Section::None | Section::Interface => return Ok(()),

@@ -9,14 +9,16 @@
 //! status                 mpwg show --json NAME (the status object, JSON)
 //! path add IFACE         mpwg path add NAME IFACE
 //! path del IFACE         mpwg path del NAME IFACE
+//! path set IFACE [priority N] [weight W]
+//!                        mpwg path set NAME IFACE [--priority N] [--weight W]
 //! mode MODE              mpwg mode NAME MODE
 //! ```
 //!
-//! The reply is text: what the command prints (nothing, for `path add`, `path del` and
-//! `mode`),
+//! The reply is text: what the command prints (nothing, for `path add`, `path del`,
+//! `path set` and `mode`),
 //! or one line `error: MESSAGE` that the command prints on stderr before exiting 1.
 //!
-//! To add a request (`path set IFACE priority N weight W`): a variant of
+//! To add a request: a variant of
 //! [`Request`], its words in [`Request::parse`] and [`Request::to_line`] (with a test
 //! that one reads what the other writes), its answer in the daemon's
 //! [`ControlHandler::handle`], and its subcommand in `src/main.rs`.
@@ -24,7 +26,7 @@
 use crate::multipath::scheduler::Mode;
 
 /// One request to the daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Request {
     /// `show`: the paths, their states and counters, as `mpwg show` prints them.
@@ -41,6 +43,16 @@ pub enum Request {
         /// The interface.
         iface: String,
     },
+    /// `path set IFACE [priority N] [weight W]`: the path's failover priority (lower is
+    /// preferred) and its share of striped traffic; what is not given stays.
+    PathSet {
+        /// The interface.
+        iface: String,
+        /// The new priority.
+        priority: Option<u32>,
+        /// The new weight.
+        weight: Option<f64>,
+    },
     /// `mode MODE`: the scheduling mode changes at once.
     Mode {
         /// The new mode.
@@ -49,7 +61,48 @@ pub enum Request {
 }
 
 /// What the daemon knows, for an error about an unknown request.
-const KNOWN: &str = "show, status, path add IFACE, path del IFACE, mode MODE";
+const KNOWN: &str =
+    "show, status, path add IFACE, path del IFACE, path set IFACE [priority N] [weight W], mode MODE";
+
+/// A path's weight (`Weight =`, `--weight`): a finite number above 0.
+pub fn parse_weight(v: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(w) if w.is_finite() && w > 0.0 => Ok(w),
+        _ => Err(format!(
+            "{v:?} is not a weight: a number above 0, as in 2 or 0.5"
+        )),
+    }
+}
+
+/// `path set IFACE ...`'s words after IFACE.
+fn path_set(iface: &str, words: &[&str]) -> Result<Request, String> {
+    let (mut priority, mut weight) = (None, None);
+    let mut rest = words;
+    while let [key, value, tail @ ..] = rest {
+        match *key {
+            "priority" => {
+                priority = Some(value.parse().map_err(|_| {
+                    format!("priority {value:?} is not a whole number from 0 to 4294967295")
+                })?)
+            }
+            "weight" => weight = Some(parse_weight(value)?),
+            other => return Err(format!("path set knows priority and weight, not {other:?}")),
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() || (priority.is_none() && weight.is_none()) {
+        return Err(
+            "path set takes an interface and priority N, weight W or both, as in \
+             `path set eth1 priority 0 weight 2`"
+                .into(),
+        );
+    }
+    Ok(Request::PathSet {
+        iface: iface.to_string(),
+        priority,
+        weight,
+    })
+}
 
 impl Request {
     /// Reads a request line. The error says what is wrong, for the `error:` reply.
@@ -64,6 +117,8 @@ impl Request {
             ["path", "del", iface] => Ok(Request::PathDel {
                 iface: iface.to_string(),
             }),
+            ["path", "set", iface, rest @ ..] => path_set(iface, rest),
+            ["path", "set"] => path_set("", &[]),
             ["mode", mode] => mode
                 .parse()
                 .map(|mode| Request::Mode { mode })
@@ -88,6 +143,20 @@ impl Request {
             Request::Status => "status".to_string(),
             Request::PathAdd { iface } => format!("path add {iface}"),
             Request::PathDel { iface } => format!("path del {iface}"),
+            Request::PathSet {
+                iface,
+                priority,
+                weight,
+            } => {
+                let mut line = format!("path set {iface}");
+                if let Some(p) = priority {
+                    line += &format!(" priority {p}");
+                }
+                if let Some(w) = weight {
+                    line += &format!(" weight {w}");
+                }
+                line
+            }
             Request::Mode { mode } => format!("mode {mode}"),
         }
     }
@@ -117,6 +186,16 @@ mod tests {
             },
             Request::Mode {
                 mode: Mode::Failover,
+            },
+            Request::PathSet {
+                iface: "wwan0".into(),
+                priority: Some(9),
+                weight: None,
+            },
+            Request::PathSet {
+                iface: "eth1".into(),
+                priority: Some(0),
+                weight: Some(2.5),
             },
             Request::Mode {
                 mode: Mode::Adaptive,
@@ -153,6 +232,13 @@ mod tests {
             Request::parse("mode"),
             Err("mode takes one mode name: duplicate, failover, aggregate or adaptive".into())
         );
+        assert_eq!(
+            Request::parse("path set eth1 weight -1"),
+            Err("\"-1\" is not a weight: a number above 0, as in 2 or 0.5".into())
+        );
+        assert!(Request::parse("path set eth1").is_err());
+        assert!(Request::parse("path set eth1 priority").is_err());
+        assert!(Request::parse("path set eth1 metric 3").is_err());
         let e = Request::parse("mode bond").unwrap_err();
         assert!(e.contains("bond") && e.contains("failover"), "{e}");
     }

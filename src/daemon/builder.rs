@@ -20,7 +20,7 @@ use crate::control::request::{ControlHandler, Request};
 use crate::control::show::ControlServer;
 use crate::control::status::Status;
 use crate::control::uapi::{self, PeerUpdate, SetRequest, UapiHandler, UapiServer};
-use crate::datapath::monitor::{Monitor, Scheduling};
+use crate::datapath::monitor::{Monitor, PathOptions, Scheduling};
 use crate::datapath::paths::{Paths, ReceiveMode, Transport};
 use crate::datapath::{self, Io, Lifecycle};
 use crate::io::netlink::{self, NetlinkSocket};
@@ -307,6 +307,13 @@ impl Builder {
         paths.window = opts.endpoint_window;
         let monitor = Arc::new(Monitor::new(scheduling.settings, paths.schedule.clone()));
         monitor.configure(&scheduling);
+        for p in &config_paths {
+            let o = PathOptions {
+                priority: p.priority,
+                weight: p.weight,
+            };
+            monitor.set_path_options(&p.interface, o);
+        }
         let paths = Arc::new(paths);
         paths.attach();
         initial.listen_port = Some(paths.port());

@@ -212,7 +212,7 @@ fn key_errors_never_echo_the_value() {
 fn paths_and_mode_are_mpwg_keys() {
     let cfg = p(
         "[Interface]\nmode = Duplicate\n\n[Path]\nInterface = eth1\n\
-                 [path]  # the second uplink\ninterface=wwan0\n",
+                 [path]  # the second uplink\ninterface=wwan0\nPriority = 0\nweight = 0.5\n",
     )
     .unwrap();
     assert_eq!(cfg.mode, Some("duplicate"));
@@ -221,11 +221,15 @@ fn paths_and_mode_are_mpwg_keys() {
         vec![
             ConfigPath {
                 interface: "eth1".into(),
-                line: 5
+                line: 5,
+                priority: None,
+                weight: None,
             },
             ConfigPath {
                 interface: "wwan0".into(),
-                line: 7
+                line: 7,
+                priority: Some(0),
+                weight: Some(0.5),
             }
         ]
     );
@@ -242,8 +246,16 @@ fn path_and_mode_errors_name_the_line() {
          aggregate or adaptive"
     );
     assert_eq!(
-        e("[Path]\nInterface = eth1\nPriority = 1\n"),
-        "wg0.conf:3: unknown key \"Priority\" in [Path]"
+        e("[Path]\nInterface = eth1\nMetric = 1\n"),
+        "wg0.conf:3: unknown key \"Metric\" in [Path]"
+    );
+    assert_eq!(
+        e("[Path]\nInterface = eth1\nPriority = -1\n"),
+        "wg0.conf:3: bad Priority: \"-1\" is not a whole number from 0 to 4294967295"
+    );
+    assert_eq!(
+        e("[Path]\nInterface = eth1\nWeight = 0\n"),
+        "wg0.conf:3: bad Weight: \"0\" is not a weight: a number above 0, as in 2 or 0.5"
     );
     assert_eq!(
         e("[Interface]\n[Path]\n# nothing\n[Peer]\n"),
