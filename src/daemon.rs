@@ -165,6 +165,7 @@ fn link_infos(list: &[netlink::Interface]) -> Vec<LinkInfo> {
             name: i.link.name.clone(),
             up: i.link.is_up(),
             mtu: i.link.mtu,
+            addresses: i.addresses.iter().map(|a| a.addr).collect(),
         })
         .collect()
 }
@@ -299,6 +300,9 @@ impl Tunnel {
                         if let Some(p) = self.paths.all().iter().find(|p| p.index() == Some(index))
                         {
                             tracing::info!(path = p.label(), %addr, "address change on path {}: the socket follows it", p.label());
+                            // The path's own addresses: which ones its replies may
+                            // leave from.
+                            self.sync_link_states();
                         }
                     }
                     _ => {}

@@ -133,6 +133,8 @@ pub struct Path {
     gso_einval: AtomicBool,
     /// The interface's MTU as netlink last said (0: unknown).
     mtu: AtomicU32,
+    /// The interface's addresses as netlink last said (empty: not known yet).
+    addresses: RwLock<Vec<IpAddr>>,
     socket: RwLock<Option<Arc<PathSocket>>>,
     /// A program's transport, for a path that has no socket but that
     /// (`paths/user.rs`).
@@ -152,6 +154,7 @@ impl Path {
             gso: AtomicBool::new(true),
             gso_einval: AtomicBool::new(false),
             mtu: AtomicU32::new(mtu),
+            addresses: RwLock::new(Vec::new()),
             socket: RwLock::new(None),
             transport: None,
             stats: PathStats::default(),
@@ -190,6 +193,25 @@ impl Path {
     /// The interface's MTU as netlink last reported it (0: unknown, or unbound).
     pub fn mtu(&self) -> u32 {
         self.mtu.load(Ordering::Relaxed)
+    }
+
+    /// Whether `local`, the address a datagram received on this path was sent to, may be
+    /// the source of this path's replies: one of the path interface's own addresses
+    /// (or any, for the unbound socket and before the addresses are known). A peer that
+    /// wrote to another uplink's address over this one (the routes allow it) must not
+    /// make this path send from that address: the uplink's provider would drop it, and
+    /// the peer would learn the other uplink's address for this path.
+    pub fn may_answer_from(&self, local: IpAddr) -> bool {
+        let a = self.addresses.read();
+        self.name.is_none() || a.is_empty() || a.contains(&local)
+    }
+
+    /// Records the interface's addresses (a netlink dump).
+    pub(crate) fn set_addresses(&self, addresses: &[IpAddr]) {
+        let mut a = self.addresses.write();
+        if a.as_slice() != addresses {
+            *a = addresses.to_vec();
+        }
     }
 
     /// False once the kernel refused UDP GSO on this path's socket for good.
@@ -412,6 +434,8 @@ pub struct LinkInfo {
     pub up: bool,
     /// MTU.
     pub mtu: u32,
+    /// Its addresses.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// How long a socket bound to a port that a closed socket of ours held is retried:

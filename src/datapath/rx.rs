@@ -335,7 +335,7 @@ impl<'a> Receiver<'a> {
         let src = Source {
             addr: from,
             path: path.id,
-            local,
+            local: local.filter(|l| path.may_answer_from(*l)),
         };
         for datagram in payload.chunks_mut(segment) {
             if classify(datagram) != Some(Kind::Data) {

@@ -115,6 +115,7 @@ impl Paths {
                 let found = links.iter().find(|l| l.name == link.name());
                 if let Some(l) = found {
                     p.mtu.store(l.mtu, Ordering::Relaxed);
+                    p.set_addresses(&l.addresses);
                 }
                 link.observe(
                     found.map(|l| Seen {
@@ -195,6 +196,9 @@ impl Paths {
             Some(link),
             seen.map_or(0, |l| l.mtu),
         ));
+        if let Some(l) = seen {
+            path.set_addresses(&l.addresses);
+        }
         // The unbound socket holds the port on every interface: it goes first (and the
         // receive thread lets go of it).
         for u in &unbound {

@@ -251,6 +251,7 @@ fn lo() -> LinkInfo {
         name: "lo".into(),
         up: true,
         mtu: 65536,
+        addresses: vec!["127.0.0.1".parse().unwrap()],
     }
 }
 
@@ -388,6 +389,7 @@ fn a_socket_that_cannot_be_opened_is_retried() {
         name: "mpwgghost0".into(),
         up: true,
         mtu: 1500,
+        addresses: Vec::new(),
     };
     assert!(matches!(
         paths.add("mpwgghost0", Some(&ghost), t0),
@@ -435,4 +437,22 @@ fn path_ids_stay_below_the_schedulers_width_and_are_not_reused_at_once() {
         again >= MAX_PATHS - 2,
         "id {first} reused after {again} paths"
     );
+}
+
+#[test]
+fn a_path_answers_only_from_its_own_interface_addresses() {
+    let now = Instant::now();
+    let paths = Paths::open(&[], 0, 0).unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // The unbound socket answers from any address the peer wrote to.
+    assert!(paths.all()[0].may_answer_from(ip("10.9.9.9")));
+    let lo_path = paths.add("lo", Some(&lo()), now).unwrap();
+    assert!(lo_path.may_answer_from(ip("127.0.0.1")));
+    // Another uplink's address, reached over this one: the kernel picks the source.
+    assert!(!lo_path.may_answer_from(ip("10.9.9.9")));
+    // An address added later (a netlink dump) is the path's from then on.
+    let mut more = lo();
+    more.addresses.push(ip("10.9.9.9"));
+    paths.sync(&[more], now);
+    assert!(lo_path.may_answer_from(ip("10.9.9.9")));
 }
