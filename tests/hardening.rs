@@ -408,9 +408,11 @@ fn a_replayed_data_packet_teaches_no_endpoint() {
     let show = mpwg_show(&pair.b.dev);
     println!("{replays} replays sent; B's wg show endpoint of A: {endpoint:?} (before: {endpoint_before:?})");
     println!("{}", show.text);
-    assert_eq!(
-        endpoint, endpoint_before,
-        "wg show no longer reports A's real endpoint"
+    // One of A's own addresses (its probes on the other path may have moved it there),
+    // never the replayer's.
+    assert!(
+        endpoint.as_ref().is_some_and(|e| real.contains(e)),
+        "wg show reports {endpoint:?}, not one of A's addresses {real:?}"
     );
     for i in 0..2 {
         let eps = &show.path(i).endpoints;
