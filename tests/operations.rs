@@ -492,10 +492,29 @@ fn show_json_and_status_json_are_the_same_status_object() {
         assert_eq!(p["public_key"], b.public_key.as_str());
         let dump = a.dump();
         let wg_peer = dump.peer(&b.public_key);
+        // B's address on one of its two paths, as wg show reports it: between two
+        // mpwg ends the latest authenticated packet (a probe, on either path) sets it,
+        // so the two reads may see different paths, never another host or port.
+        let on_a_path = |e: Option<&str>| {
+            e.is_some_and(|e| {
+                ["10.99.0.2:", "10.99.1.2:"]
+                    .iter()
+                    .any(|x| e.starts_with(x))
+            })
+        };
+        assert!(on_a_path(p["endpoint"].as_str()), "{p}");
+        assert!(
+            on_a_path(wg_peer.endpoint.as_deref()),
+            "{:?}",
+            wg_peer.endpoint
+        );
         assert_eq!(
-            p["endpoint"].as_str(),
-            wg_peer.endpoint.as_deref(),
-            "the endpoint wg show reports"
+            p["endpoint"].as_str().and_then(|e| e.rsplit(':').next()),
+            wg_peer
+                .endpoint
+                .as_deref()
+                .and_then(|e| e.rsplit(':').next()),
+            "the endpoint's port wg show reports"
         );
         let hs = p["last_handshake_unix"].as_u64().unwrap();
         assert!(hs > 0 && hs <= now_unix(), "{p}");
