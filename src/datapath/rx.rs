@@ -3,7 +3,8 @@
 //! ([`crate::datapath::handshake`]), and gathers
 //! data messages into batches, in the order they arrived. A batch is opened
 //! ([`Device::decrypt_batch`], then [`Device::commit_batch`]: copies the replay window
-//! holds are dropped before decryption) either by the receive thread itself, or by
+//! holds are dropped before decryption; those it held when they arrived are dropped
+//! before they are copied out of the receive buffer, [`Device::known_copies`]) either by the receive thread itself, or by
 //! decryption workers (`--decrypt-workers`, pinned like the TX workers) that write the
 //! batches back in receive order ([`crate::datapath::queueing`]). Packets of one flow
 //! reach the TUN in the order they arrived, coalesced per flow.
@@ -149,6 +150,7 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, li
                 }
                 rx.flush();
                 if handled == 0 {
+                    rx.idle();
                     fds.wait(rx.idle_wait());
                     rx.release_due();
                 }
@@ -175,6 +177,7 @@ fn receive_loop(rx: &mut Receiver, paths: &Paths, io: Io, primary_only: bool, li
             }
             rx.flush();
             if handled == 0 {
+                rx.idle();
                 fds.wait(rx.idle_wait());
                 rx.release_due();
             }
@@ -292,6 +295,10 @@ struct Receiver<'a> {
     monitor: &'a Monitor,
     handshakes: &'a HandshakeQueue,
     sink: Sink<'a>,
+    /// The receive thread's sessions by index, for [`Device::known_copies`].
+    known_cache: RxCache,
+    /// Which datagrams of the receive being handled are known copies.
+    known: Vec<bool>,
 }
 
 impl<'a> Receiver<'a> {
@@ -308,7 +315,14 @@ impl<'a> Receiver<'a> {
             monitor,
             handshakes,
             sink,
+            known_cache: RxCache::default(),
+            known: Vec::new(),
         }
+    }
+
+    /// Lets go of the sessions the duplicate check looked up (before the loop waits).
+    fn idle(&mut self) {
+        self.known_cache.end_batch();
     }
 
     fn batch(&mut self) -> Option<&mut RxBatch> {
@@ -337,9 +351,25 @@ impl<'a> Receiver<'a> {
             path: path.id,
             local: local.filter(|l| path.may_answer_from(*l)),
         };
-        for datagram in payload.chunks_mut(segment) {
+        // Copies the committed replay window holds are dropped here, uncopied: the
+        // provided buffer goes back to the ring as soon as this returns.
+        let dups = self.device.known_copies(
+            &mut self.known_cache,
+            src,
+            payload,
+            segment,
+            Instant::now(),
+            &mut self.known,
+        );
+        if dups > 0 {
+            path.stats.duplicates.fetch_add(dups, Ordering::Relaxed);
+        }
+        for (k, datagram) in payload.chunks_mut(segment).enumerate() {
             if classify(datagram) != Some(Kind::Data) {
                 self.handshakes.submit(self.device, src, datagram);
+                continue;
+            }
+            if self.known.get(k).copied().unwrap_or(false) {
                 continue;
             }
             if self.batch().is_some_and(|b| b.is_full()) {

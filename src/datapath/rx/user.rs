@@ -36,5 +36,6 @@ pub(super) fn receive_loop(rx: &mut Receiver, queue: &Queue<Delivered>, life: &L
             }
         }
         rx.flush();
+        rx.idle();
     }
 }

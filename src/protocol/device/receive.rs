@@ -1,7 +1,9 @@
 //! Data messages received in batches: the protocol half of the receive path, with its
 //! locks taken once per batch, not once per packet.
 //!
-//! The receive thread copies each data message into an [`RxBatch`], in the order the
+//! The receive thread first drops, uncopied, the copies the committed replay window
+//! already holds ([`Device::known_copies`]: a header and counter check on the receive
+//! buffer), and copies each other data message into an [`RxBatch`], in the order the
 //! datagrams arrived (every path's copies together). The batch is then worked through
 //! one run of datagrams of one session at a time, in two halves.
 //! [`Device::decrypt_batch`] may run on any decryption worker, several batches at once:
@@ -253,6 +255,84 @@ impl RxCache {
 }
 
 impl Device {
+    /// What the receive thread checks before it copies anything out of the receive
+    /// buffer: which datagrams of one receive (`payload`, `segment` bytes each, from
+    /// `src`) are copies of a packet the session's committed replay window already
+    /// holds. Those are marked in `known` (one entry per datagram) and counted as
+    /// duplicates here ([`DropCounters::replayed`](crate::protocol::device::DropCounters::replayed));
+    /// the caller drops them uncopied and adds the returned count to the path's
+    /// duplicates. One cache lookup and one window lock per run of one session's
+    /// datagrams, none per datagram.
+    ///
+    /// Only the committed window vouches, and it holds only counters of packets that
+    /// were authenticated: a forged datagram with a fresh counter commits nothing, so it
+    /// can never make the genuine one be dropped here (copies of packets not committed
+    /// yet go into the batch, where step 2 pairs them). Not marked, so the batch handles
+    /// them as before: datagrams of an unknown index or an expired session, and the
+    /// copies of a run whose path and address want an endpoint refresh (step 5 may learn
+    /// from one of them, after decrypting it).
+    pub fn known_copies(
+        &self,
+        cache: &mut RxCache,
+        src: Source,
+        payload: &[u8],
+        segment: usize,
+        now: Instant,
+        known: &mut Vec<bool>,
+    ) -> u64 {
+        let segment = segment.max(1);
+        let n = payload.len().div_ceil(segment);
+        known.clear();
+        known.resize(n, false);
+        let at = |k: usize| &payload[k * segment..payload.len().min((k + 1) * segment)];
+        let data_index = |k: usize| {
+            let d = at(k);
+            (classify(d) == Some(Kind::Data)).then(|| le32(d, 4))
+        };
+        cache.refresh(self);
+        let mut dups = 0;
+        let mut k = 0;
+        while k < n {
+            let Some(index) = data_index(k) else {
+                k += 1;
+                continue;
+            };
+            let mut end = k + 1;
+            while end < n && data_index(end) == Some(index) {
+                end += 1;
+            }
+            let run = k..end;
+            k = end;
+            let Some(slot) = cache.session(self, index) else {
+                continue;
+            };
+            let (_, peer, session) = &cache.sessions[slot];
+            if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
+                continue;
+            }
+            let mut found = 0;
+            {
+                let window = session.replay_window();
+                for j in run.clone() {
+                    if window.seen(Session::counter_of(at(j))) {
+                        known[j] = true;
+                        found += 1;
+                    }
+                }
+            }
+            if found > 0 && peer.endpoints.lock().wants_refresh(src.path, src.addr, now) {
+                // The path may learn from a copy: the batch decides, as before.
+                known[run].iter_mut().for_each(|m| *m = false);
+                continue;
+            }
+            dups += found;
+        }
+        if dups > 0 {
+            self.drops.replayed.fetch_add(dups, Ordering::Relaxed);
+        }
+        dups
+    }
+
     /// Opens a batch of data messages in place: [`Device::decrypt_batch`] then
     /// [`Device::commit_batch`]. Afterwards [`RxBatch::packets`] holds what goes to the
     /// TUN and [`RxBatch::tally`] what each path contributed.

@@ -135,20 +135,41 @@ impl Side {
     /// Receives datagrams as the daemon does: handshake messages one by one, data
     /// messages as one batch. Returns the IP packets for the TUN.
     fn recv(&self, from: Source, datagrams: &[Vec<u8>], now: Instant) -> Vec<Vec<u8>> {
+        self.recv_counted(from, datagrams, now).0
+    }
+
+    /// [`Side::recv`], also returning how many data messages were copied into the batch
+    /// (the others were known copies, dropped before: [`Device::known_copies`], each
+    /// datagram its own receive, as the receive thread sees them without GRO).
+    fn recv_counted(
+        &self,
+        from: Source,
+        datagrams: &[Vec<u8>],
+        now: Instant,
+    ) -> (Vec<Vec<u8>>, usize) {
         let mut b = RxBatch::new(datagrams.len().max(1));
+        let mut known = Vec::new();
         for d in datagrams {
+            self.dev
+                .known_copies(&mut self.rx.lock(), from, d, d.len(), now, &mut known);
+            if known[0] {
+                continue;
+            }
             if classify(d) == Some(Kind::Data) {
                 b.push(from, d);
             } else {
                 self.dev.receive_handshake(from, d, now, &self.cap);
             }
         }
+        let copied = b.len();
         self.dev
             .open_batch(&mut b, &mut self.rx.lock(), now, &self.cap);
-        b.packets()
+        let packets = b
+            .packets()
             .iter()
             .map(|p| p[PACKET_OFFSET..].to_vec())
-            .collect()
+            .collect();
+        (packets, copied)
     }
 }
 
@@ -613,4 +634,72 @@ fn a_set_past_the_allowed_ips_limit_is_refused_whole() {
     req.peers[0].public_key = a.key.public_key();
     req.peers[0].replace_allowed_ips = true;
     assert_eq!(b.dev.check(&req), Ok(()));
+}
+
+#[test]
+fn a_copy_the_window_holds_is_dropped_uncopied_and_a_forgery_suppresses_nothing() {
+    let t0 = Instant::now();
+    let (a, b) = tunnel(t0);
+    let ms = Duration::from_millis;
+    let replayed = || {
+        b.dev
+            .drops
+            .replayed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Path 0 delivers; path 1 has been heard lately, so it wants no endpoint refresh.
+    let d = a.send(&ipv4(A_TUN, B_TUN, b"first"), t0).unwrap();
+    assert_eq!(
+        b.recv_counted(at(A_ADDR, 0), std::slice::from_ref(&d), t0),
+        (vec![ipv4(A_TUN, B_TUN, b"first")], 1)
+    );
+    let on1 = at("192.0.2.21:51820", 1);
+    b.recv(on1, std::slice::from_ref(&d), t0 + ms(10));
+    let before = replayed();
+    // The committed window holds its counter: dropped before the batch, counted.
+    let (got, copied) = b.recv_counted(on1, std::slice::from_ref(&d), t0 + ms(20));
+    assert!(got.is_empty(), "a duplicate reached the TUN");
+    assert_eq!(copied, 0, "the known copy was copied into the batch");
+    assert_eq!(replayed(), before + 1, "the dropped copy was not counted");
+
+    // A forged datagram with the next packet's counter (its tag broken) arrives first,
+    // on either path: nothing is committed, and the genuine packet still gets through.
+    let real = a.send(&ipv4(A_TUN, B_TUN, b"second"), t0 + ms(30)).unwrap();
+    let mut forged = real.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let bad = |s: &Side| {
+        s.dev
+            .drops
+            .bad_data
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let bad0 = bad(&b);
+    assert_eq!(
+        b.recv_counted(on1, std::slice::from_ref(&forged), t0 + ms(31)),
+        (vec![], 1)
+    );
+    assert_eq!(bad(&b), bad0 + 1);
+    let (got, copied) = b.recv_counted(at(A_ADDR, 0), std::slice::from_ref(&real), t0 + ms(32));
+    assert_eq!(
+        got,
+        vec![ipv4(A_TUN, B_TUN, b"second")],
+        "the forgery suppressed the packet"
+    );
+    assert_eq!(copied, 1);
+    // The same, with the forgery and the packet in one receive.
+    let real = a.send(&ipv4(A_TUN, B_TUN, b"third"), t0 + ms(40)).unwrap();
+    let mut forged = real.clone();
+    forged[real.len() - 1] ^= 1;
+    let (got, copied) = b.recv_counted(on1, &[forged, real.clone()], t0 + ms(41));
+    assert_eq!(got, vec![ipv4(A_TUN, B_TUN, b"third")]);
+    assert_eq!(
+        copied, 2,
+        "a copy of an uncommitted packet skipped the batch"
+    );
+    // And now that it is committed, its copy on the other path goes uncopied.
+    assert_eq!(
+        b.recv_counted(at(A_ADDR, 0), &[real], t0 + ms(42)),
+        (vec![], 0)
+    );
 }
