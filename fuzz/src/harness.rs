@@ -237,6 +237,7 @@ pub fn receive(data: &[u8]) {
     let mut pending: Vec<Box<RxBatch>> = Vec::new();
     let mut batch = pool.take();
     let mut cache = RxCache::default();
+    let mut known = Known::default();
     let index = t.b.peers()[0]
         .sessions
         .read()
@@ -274,6 +275,7 @@ pub fn receive(data: &[u8]) {
                         &mut pool,
                         &mut batch,
                         &mut cache,
+                        &mut known,
                         &mut pending,
                         src(p, a),
                         &d,
@@ -293,6 +295,7 @@ pub fn receive(data: &[u8]) {
                         &mut pool,
                         &mut batch,
                         &mut cache,
+                        &mut known,
                         &mut pending,
                         src(0, 1),
                         &d,
@@ -311,13 +314,16 @@ pub fn receive(data: &[u8]) {
                     &mut pool,
                     &mut batch,
                     &mut cache,
+                    &mut known,
                     &mut pending,
                     src(1, 2),
                     &d,
                 );
             }
             5 => {
-                // The batch goes to decryption (it may wait for a later one).
+                // The batch goes to decryption (it may wait for a later one); the
+                // receive thread lets go of its sessions, as before it waits.
+                known.cache.end_batch();
                 let full = std::mem::replace(&mut batch, pool.take());
                 pending.push(full);
             }
@@ -396,15 +402,32 @@ impl Pool {
     }
 }
 
+/// What the receive thread keeps for [`Device::known_copies`]: its own cache of sessions,
+/// and which datagrams of a receive are copies the committed window holds.
+#[derive(Default)]
+struct Known {
+    cache: RxCache,
+    flags: Vec<bool>,
+}
+
+/// One datagram as the receive thread takes it: a copy the committed replay window
+/// already holds is dropped before it is copied into a batch (as `rx.rs` does); the
+/// rest joins the batch, or goes to the handshake code.
+#[allow(clippy::too_many_arguments)]
 fn push(
     t: &Tunnel,
     pool: &mut Pool,
     batch: &mut Box<RxBatch>,
     cache: &mut RxCache,
+    known: &mut Known,
     pending: &mut Vec<Box<RxBatch>>,
     s: Source,
     d: &[u8],
 ) {
+    t.b.known_copies(&mut known.cache, s, d, d.len(), t.now, &mut known.flags);
+    if known.flags.first() == Some(&true) {
+        return;
+    }
     if batch.is_full() {
         let full = std::mem::replace(batch, pool.take());
         pending.push(full);
