@@ -67,26 +67,7 @@ fn the_multipath_example_lists_interfaces_and_carries_a_ping_on_two_paths() {
     else {
         return;
     };
-    let ns_a = Netns::new();
-    let ns_b = Netns::new();
-    for p in 0..2 {
-        let dev = format!("veth{p}");
-        let (a_addr, b_addr) = (format!("10.99.{p}.1"), format!("10.99.{p}.2"));
-        veth(
-            &ns_a,
-            &dev,
-            &format!("{a_addr}/24"),
-            &ns_b,
-            &dev,
-            &format!("{b_addr}/24"),
-        );
-        let metric = (p + 1).to_string();
-        for (ns, via) in [(&ns_a, &b_addr), (&ns_b, &a_addr)] {
-            ns.ip(&[
-                "route", "replace", "default", "via", via, "dev", &dev, "metric", &metric,
-            ]);
-        }
-    }
+    let (ns_a, ns_b) = two_path_namespaces();
     let bin = example();
     let bin = bin.to_str().unwrap();
 

@@ -250,32 +250,6 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-/// Namespaces A and B joined as in [`Pair::two_paths`], with no daemon: veth0
-/// (10.99.0.1/24 <-> 10.99.0.2/24) and veth1 (10.99.1.1/24 <-> 10.99.1.2/24), a default
-/// route through each (metric 1 via veth0, 2 via veth1) on both sides.
-fn two_path_namespaces() -> (Netns, Netns) {
-    let (a, b) = (Netns::new(), Netns::new());
-    for p in 0..2 {
-        let dev = format!("veth{p}");
-        let (a_addr, b_addr) = (format!("10.99.{p}.1"), format!("10.99.{p}.2"));
-        veth(
-            &a,
-            &dev,
-            &format!("{a_addr}/24"),
-            &b,
-            &dev,
-            &format!("{b_addr}/24"),
-        );
-        let metric = (p + 1).to_string();
-        for (ns, via) in [(&a, &b_addr), (&b, &a_addr)] {
-            ns.ip(&[
-                "route", "replace", "default", "via", via, "dev", &dev, "metric", &metric,
-            ]);
-        }
-    }
-    (a, b)
-}
-
 /// A two-path pair with a ping through it done (sessions up, counters nonzero).
 fn live_pair(extra: &[&str]) -> Pair {
     let mut args = vec!["--metrics", METRICS];

@@ -1396,26 +1396,7 @@ impl Pair {
     /// `mpwg up --path veth0 --path veth1 MPWG_ARGS...` on both sides (duplicate mode:
     /// every packet on both paths). No traffic yet: a handshake is the test's to make.
     pub fn two_paths(mpwg_args: &[&str]) -> Pair {
-        let ns_a = Netns::new();
-        let ns_b = Netns::new();
-        for p in 0..2 {
-            let dev = format!("veth{p}");
-            let (a_addr, b_addr) = (format!("10.99.{p}.1"), format!("10.99.{p}.2"));
-            veth(
-                &ns_a,
-                &dev,
-                &format!("{a_addr}/24"),
-                &ns_b,
-                &dev,
-                &format!("{b_addr}/24"),
-            );
-            let metric = (p + 1).to_string();
-            for (ns, via) in [(&ns_a, &b_addr), (&ns_b, &a_addr)] {
-                ns.ip(&[
-                    "route", "replace", "default", "via", via, "dev", &dev, "metric", &metric,
-                ]);
-            }
-        }
+        let (ns_a, ns_b) = two_path_namespaces();
         let mut args = vec!["--path", "veth0", "--path", "veth1"];
         args.extend(mpwg_args);
         let a = Self::side(ns_a, Impl::Mpwg, "10.99.0.1", "10.100.0.1", 51820, &args);
@@ -1858,4 +1839,30 @@ impl EchoStream {
             thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Namespaces A and B joined as [`Pair::two_paths`] joins them, with no daemon: veth0
+/// (10.99.0.1/24 <-> 10.99.0.2/24) and veth1 (10.99.1.1/24 <-> 10.99.1.2/24), a default
+/// route through each (metric 1 via veth0, 2 via veth1) on both sides.
+pub fn two_path_namespaces() -> (Netns, Netns) {
+    let (a, b) = (Netns::new(), Netns::new());
+    for p in 0..2 {
+        let dev = format!("veth{p}");
+        let (a_addr, b_addr) = (format!("10.99.{p}.1"), format!("10.99.{p}.2"));
+        veth(
+            &a,
+            &dev,
+            &format!("{a_addr}/24"),
+            &b,
+            &dev,
+            &format!("{b_addr}/24"),
+        );
+        let metric = (p + 1).to_string();
+        for (ns, via) in [(&a, &b_addr), (&b, &a_addr)] {
+            ns.ip(&[
+                "route", "replace", "default", "via", via, "dev", &dev, "metric", &metric,
+            ]);
+        }
+    }
+    (a, b)
 }
