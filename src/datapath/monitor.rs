@@ -609,7 +609,7 @@ impl Monitor {
         // Health.
         let plan = self.schedule.plan();
         let mode = self.schedule.mode();
-        for (pos, path) in list.iter().enumerate() {
+        for path in &list {
             let Some(m) = inner.paths.get_mut(&path.id) else {
                 continue;
             };
@@ -618,7 +618,7 @@ impl Monitor {
                 m.quality.clear_probe_loss();
             }
             let exclusive = mode == Mode::Failover
-                && inner.failover.active() == Some(pos)
+                && inner.failover.active() == Some(path.id as u64)
                 && plan.entries.iter().filter(|e| e.dup).count() == 1;
             let loss = m.quality.loss_pct();
             let from_down = m.health.state() == State::Down;
@@ -709,6 +709,7 @@ impl Monitor {
                 let m = inner.paths.get(&path.id);
                 PathView {
                     id: pos,
+                    key: path.id as u64,
                     present: path.state().0 != LinkState::Absent,
                     state: m.map_or(State::Up, |m| m.health.state()),
                     since: m.map_or(now, |m| m.health.since()),

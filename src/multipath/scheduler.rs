@@ -136,8 +136,11 @@ impl std::str::FromStr for Mode {
 /// What the scheduler knows of one path.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PathView {
-    /// The path.
+    /// The path's place in the list now: what the [`PathSet`]s returned name.
     pub id: PathId,
+    /// The path's identity, which stays when other paths are added or removed and is
+    /// never given to another path (the tunnel's own path id): what failover follows.
+    pub key: u64,
     /// False if its interface does not exist now (`absent`): never used.
     pub present: bool,
     /// Its health.
@@ -196,10 +199,12 @@ fn rank(p: &PathView) -> (u32, Duration) {
     (p.priority, p.srtt.unwrap_or(Duration::MAX))
 }
 
-/// Failover mode's memory: the path in use, and the hold time against flapping.
+/// Failover mode's memory: the path in use (by [`PathView::key`], so that adding or
+/// removing another path, which moves the places in the list, never moves the data),
+/// and the hold time against flapping.
 #[derive(Debug, Clone)]
 pub struct Failover {
-    active: Option<PathId>,
+    active: Option<u64>,
     /// How long a better path must have been `up` before traffic returns to it.
     pub hold: Duration,
 }
@@ -217,8 +222,8 @@ impl Default for Failover {
 }
 
 impl Failover {
-    /// The path in use, as of the last [`Failover::choose`].
-    pub fn active(&self) -> Option<PathId> {
+    /// The path in use (its [`PathView::key`]), as of the last [`Failover::choose`].
+    pub fn active(&self) -> Option<u64> {
         self.active
     }
 
@@ -232,22 +237,23 @@ impl Failover {
             .min_by_key(|p| rank(p));
         let current = self
             .active
-            .and_then(|a| paths.iter().find(|p| p.id == a && good.contains(p.id)));
-        self.active = match (current, best) {
+            .and_then(|a| paths.iter().find(|p| p.key == a && good.contains(p.id)));
+        let chosen = match (current, best) {
             (_, None) => None,
-            (None, Some(b)) => Some(b.id),
+            (None, Some(b)) => Some(b),
             (Some(c), Some(b)) => {
                 let better = b.priority < c.priority;
                 let settled =
                     b.state == State::Up && now.saturating_duration_since(b.since) >= self.hold;
-                Some(if better && settled { b.id } else { c.id })
+                Some(if better && settled { b } else { c })
             }
         };
-        let Some(a) = self.active else {
+        self.active = chosen.map(|p| p.key);
+        let Some(a) = chosen else {
             return present(paths);
         };
         let mut s = set_of(paths.iter().filter(|p| p.present && p.trial));
-        s.insert(a);
+        s.insert(a.id);
         s
     }
 }
@@ -446,6 +452,7 @@ mod tests {
     fn view(id: PathId, state: State, priority: u32, srtt_ms: u64) -> PathView {
         PathView {
             id,
+            key: 100 + id as u64,
             present: true,
             state,
             since: Instant::now() - Duration::from_secs(3600),
@@ -541,7 +548,76 @@ mod tests {
             vec![1]
         );
         assert_eq!(ids(f.choose(&p, t + f.hold)), vec![0]);
-        assert_eq!(f.active(), Some(0));
+        assert_eq!(f.active(), Some(100));
+    }
+
+    /// Removes the path at `pos` from `p`, as `mpwg path del` does: the places after it
+    /// move down by one, the keys stay.
+    fn remove(p: &mut Vec<PathView>, pos: usize) {
+        p.remove(pos);
+        for (i, v) in p.iter_mut().enumerate() {
+            v.id = i;
+        }
+    }
+
+    /// Inserts `v` at `pos` (a list rebuilt in another order): the places from it on
+    /// move up by one.
+    fn insert(p: &mut Vec<PathView>, pos: usize, v: PathView) {
+        p.insert(pos, v);
+        for (i, v) in p.iter_mut().enumerate() {
+            v.id = i;
+        }
+    }
+
+    #[test]
+    fn failover_follows_the_active_path_when_others_come_and_go() {
+        let t0 = Instant::now();
+        let mut f = Failover::default();
+        // x (priority 7) first, then the primary, then the backup.
+        let mut p = vec![
+            view(0, State::Up, 7, 10),
+            view(1, State::Down, 0, 10),
+            view(2, State::Up, 1, 10),
+        ];
+        let (primary, backup) = (p[1].key, p[2].key);
+        assert_eq!(ids(f.choose(&p, t0)), vec![2]);
+        assert_eq!(f.active(), Some(backup));
+        // The primary recovers: the hold starts.
+        p[1].state = State::Up;
+        p[1].since = t0;
+        assert_eq!(ids(f.choose(&p, t0 + Duration::from_secs(1))), vec![2]);
+        // x, in front of the active path, goes: the backup (now at place 1) keeps the
+        // data, and the primary still waits for its hold.
+        remove(&mut p, 0);
+        assert_eq!(ids(f.choose(&p, t0 + Duration::from_secs(2))), vec![1]);
+        assert_eq!(f.active(), Some(backup));
+        // A path arrives in front of both: nothing moves either.
+        let mut y = view(0, State::Up, 9, 1);
+        y.key = 900;
+        insert(&mut p, 0, y);
+        assert_eq!(ids(f.choose(&p, t0 + Duration::from_secs(2))), vec![2]);
+        assert_eq!(f.active(), Some(backup));
+        assert_eq!(
+            ids(f.choose(&p, t0 + f.hold - Duration::from_millis(1))),
+            vec![2],
+            "the hold is kept across the changes"
+        );
+        // The hold ends: back to the primary, wherever it is now.
+        assert_eq!(ids(f.choose(&p, t0 + f.hold)), vec![1]);
+        assert_eq!(f.active(), Some(primary));
+        // The backup goes (behind the active path), then y (in front of it).
+        remove(&mut p, 2);
+        assert_eq!(ids(f.choose(&p, t0 + f.hold)), vec![1]);
+        remove(&mut p, 0);
+        assert_eq!(ids(f.choose(&p, t0 + f.hold)), vec![0]);
+        assert_eq!(f.active(), Some(primary));
+        // The active path itself goes: the best one left takes over at once.
+        let mut z = view(1, State::Up, 3, 10);
+        z.key = 901;
+        p.push(z);
+        remove(&mut p, 0);
+        assert_eq!(ids(f.choose(&p, t0 + f.hold)), vec![0]);
+        assert_eq!(f.active(), Some(901));
     }
 
     #[test]
