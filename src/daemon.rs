@@ -24,7 +24,7 @@ use crate::control::show::{self, PathRow, QueueRow, Show};
 use crate::control::status::{self, Status};
 use crate::control::uapi::{DeviceSnapshot, SetRequest, UapiError, UapiHandler};
 use crate::datapath;
-use crate::datapath::monitor::{Monitor, Scheduling};
+use crate::datapath::monitor::{Monitor, PathOptions, Scheduling};
 use crate::datapath::paths::{LinkEvent, LinkInfo, Path, PathChangeError, Paths, ReceiveMode};
 use crate::io::ipc::SocketBindError;
 use crate::io::netlink::{self, Message, NetlinkSocket};
@@ -550,12 +550,48 @@ impl Tunnel {
     }
 }
 
+/// Logs a path's options (`path add`/`path set` with `--priority`, `--weight`).
+fn log_options(iface: &str, o: PathOptions) {
+    tracing::info!(
+        path = %iface,
+        "path {iface}: priority {}, weight {}",
+        o.priority.map_or("by order".into(), |p| p.to_string()),
+        o.weight.map_or("measured".into(), |w| w.to_string())
+    );
+}
+
 impl ControlHandler for Tunnel {
     fn handle(&self, request: Request) -> Result<String, String> {
         match request {
             Request::Show => Ok(self.show()),
             Request::Status => Ok(self.status().to_json()),
-            Request::PathAdd { iface } => self.path_add(&iface).map(|()| String::new()),
+            Request::PathAdd {
+                iface,
+                priority,
+                weight,
+            } => {
+                if self
+                    .paths
+                    .all()
+                    .iter()
+                    .any(|p| p.name() == Some(iface.as_str()))
+                {
+                    return Err(self.path_error(PathChangeError::Exists(iface)));
+                }
+                // The options first, so that the monitor's first plan with the path
+                // already has them; put back if the path cannot be added.
+                let before = self.monitor.path_options(&iface);
+                let mut o = before;
+                o.priority = priority.or(o.priority);
+                o.weight = weight.or(o.weight);
+                self.monitor.set_path_options(&iface, o);
+                self.path_add(&iface)
+                    .inspect_err(|_| self.monitor.set_path_options(&iface, before))?;
+                if priority.is_some() || weight.is_some() {
+                    log_options(&iface, o);
+                }
+                Ok(String::new())
+            }
             Request::PathDel { iface } => self.path_del(&iface).map(|()| String::new()),
             Request::PathSet {
                 iface,
@@ -577,12 +613,7 @@ impl ControlHandler for Tunnel {
                 o.priority = priority.or(o.priority);
                 o.weight = weight.or(o.weight);
                 self.monitor.set_path_options(&iface, o);
-                tracing::info!(
-                    path = %iface,
-                    "path {iface}: priority {}, weight {}",
-                    o.priority.map_or("by order".into(), |p| p.to_string()),
-                    o.weight.map_or("measured".into(), |w| w.to_string())
-                );
+                log_options(&iface, o);
                 Ok(String::new())
             }
             Request::Mode { mode } => {

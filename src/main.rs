@@ -194,12 +194,20 @@ enum Command {
 #[derive(Subcommand)]
 enum PathAction {
     /// Adds a path on interface IFACE. IFACE may not exist yet: the path is then absent
-    /// and joins when an interface of that name appears.
+    /// and joins when an interface of that name appears. --priority and --weight are as
+    /// in `mpwg path set`.
     Add {
         /// The mpwg device (as in `mpwg up NAME`).
         name: String,
         /// The uplink interface.
         iface: String,
+        /// Failover priority: the lowest working one carries the data (default: its
+        /// place in the list, after the others).
+        #[arg(long, value_name = "N")]
+        priority: Option<u32>,
+        /// Share of striped traffic (aggregate, adaptive), relative to the other paths'.
+        #[arg(long, value_name = "W", value_parser = mpwg::control::request::parse_weight)]
+        weight: Option<f64>,
     },
     /// Sets a path's failover priority (lower is preferred; default: its place in the
     /// --path order) and its weight (its share of striped traffic; default: balanced by
@@ -400,7 +408,19 @@ fn main() -> ExitCode {
             }
         }
         Command::Path { action } => match action {
-            PathAction::Add { name, iface } => ask(&name, &Request::PathAdd { iface }),
+            PathAction::Add {
+                name,
+                iface,
+                priority,
+                weight,
+            } => ask(
+                &name,
+                &Request::PathAdd {
+                    iface,
+                    priority,
+                    weight,
+                },
+            ),
             PathAction::Del { name, iface } => ask(&name, &Request::PathDel { iface }),
             PathAction::Set {
                 name,

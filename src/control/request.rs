@@ -7,7 +7,8 @@
 //! ```text
 //! show                   mpwg show NAME
 //! status                 mpwg show --json NAME (the status object, JSON)
-//! path add IFACE         mpwg path add NAME IFACE
+//! path add IFACE [priority N] [weight W]
+//!                        mpwg path add NAME IFACE [--priority N] [--weight W]
 //! path del IFACE         mpwg path del NAME IFACE
 //! path set IFACE [priority N] [weight W]
 //!                        mpwg path set NAME IFACE [--priority N] [--weight W]
@@ -33,10 +34,16 @@ pub enum Request {
     Show,
     /// `status`: the same as JSON, as `mpwg show --json` prints it.
     Status,
-    /// `path add IFACE`: a new path on interface IFACE (which may not exist yet).
+    /// `path add IFACE [priority N] [weight W]`: a new path on interface IFACE (which
+    /// may not exist yet), with its failover priority and striping weight if given (as
+    /// `path set` sets them).
     PathAdd {
         /// The interface.
         iface: String,
+        /// Its priority.
+        priority: Option<u32>,
+        /// Its weight.
+        weight: Option<f64>,
     },
     /// `path del IFACE`: the path on interface IFACE stops; its socket closes.
     PathDel {
@@ -61,8 +68,8 @@ pub enum Request {
 }
 
 /// What the daemon knows, for an error about an unknown request.
-const KNOWN: &str =
-    "show, status, path add IFACE, path del IFACE, path set IFACE [priority N] [weight W], mode MODE";
+const KNOWN: &str = "show, status, path add IFACE [priority N] [weight W], path del IFACE, \
+     path set IFACE [priority N] [weight W], mode MODE";
 
 /// A path's weight (`Weight =`, `--weight`): a finite number above 0.
 pub fn parse_weight(v: &str) -> Result<f64, String> {
@@ -74,34 +81,80 @@ pub fn parse_weight(v: &str) -> Result<f64, String> {
     }
 }
 
-/// `path set IFACE ...`'s words after IFACE.
-fn path_set(iface: &str, words: &[&str]) -> Result<Request, String> {
+/// A path's priority (`Priority =`, `--priority`): a whole number that fits 32 bits.
+pub fn parse_priority(v: &str) -> Result<u32, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("priority {v:?} is not a whole number from 0 to 4294967295"))
+}
+
+/// A path's priority and weight, those given.
+type Options = (Option<u32>, Option<f64>);
+
+/// The `priority N` and `weight W` words of `path VERB IFACE ...` (`add` or `set`); None
+/// if a word is left over.
+fn path_options(verb: &str, words: &[&str]) -> Result<Option<Options>, String> {
     let (mut priority, mut weight) = (None, None);
     let mut rest = words;
     while let [key, value, tail @ ..] = rest {
         match *key {
-            "priority" => {
-                priority = Some(value.parse().map_err(|_| {
-                    format!("priority {value:?} is not a whole number from 0 to 4294967295")
-                })?)
-            }
+            "priority" => priority = Some(parse_priority(value)?),
             "weight" => weight = Some(parse_weight(value)?),
-            other => return Err(format!("path set knows priority and weight, not {other:?}")),
+            other => {
+                return Err(format!(
+                    "path {verb} knows priority and weight, not {other:?}"
+                ))
+            }
         }
         rest = tail;
     }
-    if !rest.is_empty() || (priority.is_none() && weight.is_none()) {
-        return Err(
-            "path set takes an interface and priority N, weight W or both, as in \
-             `path set eth1 priority 0 weight 2`"
-                .into(),
-        );
-    }
-    Ok(Request::PathSet {
+    Ok(rest.is_empty().then_some((priority, weight)))
+}
+
+/// What `path add` takes.
+const ADD_USAGE: &str = "path add takes one interface name, then priority N, weight W or both \
+     if wanted, as in `path add eth1` or `path add eth1 priority 0 weight 2`";
+
+/// `path add IFACE ...`'s words after IFACE.
+fn path_add(iface: &str, words: &[&str]) -> Result<Request, String> {
+    let Some((priority, weight)) = path_options("add", words)? else {
+        return Err(ADD_USAGE.into());
+    };
+    Ok(Request::PathAdd {
         iface: iface.to_string(),
         priority,
         weight,
     })
+}
+
+/// `path set IFACE ...`'s words after IFACE.
+fn path_set(iface: &str, words: &[&str]) -> Result<Request, String> {
+    match path_options("set", words)? {
+        Some((priority, weight)) if priority.is_some() || weight.is_some() => {
+            Ok(Request::PathSet {
+                iface: iface.to_string(),
+                priority,
+                weight,
+            })
+        }
+        _ => Err(
+            "path set takes an interface and priority N, weight W or both, as in \
+             `path set eth1 priority 0 weight 2`"
+                .into(),
+        ),
+    }
+}
+
+/// ` priority N` and ` weight W`, for those given.
+fn options_line(priority: &Option<u32>, weight: &Option<f64>) -> String {
+    let mut line = String::new();
+    if let Some(p) = priority {
+        line += &format!(" priority {p}");
+    }
+    if let Some(w) = weight {
+        line += &format!(" weight {w}");
+    }
+    line
 }
 
 impl Request {
@@ -111,9 +164,7 @@ impl Request {
         match words.as_slice() {
             ["show"] => Ok(Request::Show),
             ["status"] => Ok(Request::Status),
-            ["path", "add", iface] => Ok(Request::PathAdd {
-                iface: iface.to_string(),
-            }),
+            ["path", "add", iface, rest @ ..] => path_add(iface, rest),
             ["path", "del", iface] => Ok(Request::PathDel {
                 iface: iface.to_string(),
             }),
@@ -126,9 +177,10 @@ impl Request {
             ["mode", ..] => {
                 Err("mode takes one mode name: duplicate, failover, aggregate or adaptive".into())
             }
-            ["path", verb @ ("add" | "del"), ..] => Err(format!(
-                "path {verb} takes one interface name, as in `path {verb} eth1`"
-            )),
+            ["path", "add"] => Err(ADD_USAGE.into()),
+            ["path", "del", ..] => {
+                Err("path del takes one interface name, as in `path del eth1`".into())
+            }
             _ => Err(format!(
                 "unknown request {:?} (this daemon knows: {KNOWN})",
                 line.trim()
@@ -141,22 +193,17 @@ impl Request {
         match self {
             Request::Show => "show".to_string(),
             Request::Status => "status".to_string(),
-            Request::PathAdd { iface } => format!("path add {iface}"),
+            Request::PathAdd {
+                iface,
+                priority,
+                weight,
+            } => format!("path add {iface}{}", options_line(priority, weight)),
             Request::PathDel { iface } => format!("path del {iface}"),
             Request::PathSet {
                 iface,
                 priority,
                 weight,
-            } => {
-                let mut line = format!("path set {iface}");
-                if let Some(p) = priority {
-                    line += &format!(" priority {p}");
-                }
-                if let Some(w) = weight {
-                    line += &format!(" weight {w}");
-                }
-                line
-            }
+            } => format!("path set {iface}{}", options_line(priority, weight)),
             Request::Mode { mode } => format!("mode {mode}"),
         }
     }
@@ -180,6 +227,18 @@ mod tests {
             Request::Status,
             Request::PathAdd {
                 iface: "wwan0".into(),
+                priority: None,
+                weight: None,
+            },
+            Request::PathAdd {
+                iface: "eth1".into(),
+                priority: Some(3),
+                weight: Some(0.5),
+            },
+            Request::PathAdd {
+                iface: "eth2".into(),
+                priority: None,
+                weight: Some(4.0),
             },
             Request::PathDel {
                 iface: "eth1".into(),
@@ -206,16 +265,35 @@ mod tests {
         assert_eq!(
             Request::parse("  path   add\tppp0 \n"),
             Ok(Request::PathAdd {
-                iface: "ppp0".into()
+                iface: "ppp0".into(),
+                priority: None,
+                weight: None,
             })
         );
     }
 
     #[test]
     fn bad_requests_say_what_is_known() {
+        assert_eq!(Request::parse("path add"), Err(ADD_USAGE.into()));
         assert_eq!(
-            Request::parse("path add"),
-            Err("path add takes one interface name, as in `path add eth1`".into())
+            Request::parse("path add eth1 weight"),
+            Err(ADD_USAGE.into())
+        );
+        // path add checks its values as path set does, with the same errors.
+        for bad in [
+            "priority -1",
+            "priority x",
+            "weight 0",
+            "weight nan",
+            "metric 3",
+        ] {
+            let add = Request::parse(&format!("path add eth1 {bad}")).unwrap_err();
+            let set = Request::parse(&format!("path set eth1 {bad}")).unwrap_err();
+            assert_eq!(add.replace("path add", "path set"), set, "{bad}");
+        }
+        assert_eq!(
+            Request::parse("path add eth1 priority 99999999999"),
+            Err("priority \"99999999999\" is not a whole number from 0 to 4294967295".into())
         );
         assert_eq!(
             Request::parse("path del a b"),

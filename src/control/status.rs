@@ -63,6 +63,12 @@ pub struct PathStatus {
     pub loss_pct: Option<f64>,
     /// Jitter in milliseconds; `null` until measured.
     pub jitter_ms: Option<f64>,
+    /// Failover priority in use (lower is preferred): the configured one, else the
+    /// path's place in the list.
+    pub priority: u32,
+    /// Configured share of striped traffic; `null` when measured (balanced by queueing
+    /// delay).
+    pub weight: Option<f64>,
     /// Datagrams sent.
     pub tx_packets: u64,
     /// Datagrams received.
@@ -179,7 +185,8 @@ pub fn collect(interface: &str, paths: &Paths, monitor: &Monitor, device: &Devic
     let paths_out = paths
         .all()
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(pos, p)| {
             let s = &p.stats;
             let q = monitor.report(p.id);
             let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
@@ -192,6 +199,8 @@ pub fn collect(interface: &str, paths: &Paths, monitor: &Monitor, device: &Devic
                 rtt_ms: ms(q.and_then(|q| q.srtt)),
                 loss_pct: q.and_then(|q| q.loss_pct),
                 jitter_ms: ms(q.and_then(|q| q.jitter)),
+                priority: monitor.priority_of(p.label(), pos),
+                weight: monitor.path_options(p.label()).weight,
                 tx_packets: r(&s.tx_packets),
                 rx_packets: r(&s.rx_packets),
                 tx_bytes: r(&s.tx_bytes),
