@@ -5,7 +5,7 @@
 #   sudo scripts/bench.sh [--quick] [--rounds N] [--duration S] [--cores N] [--batch N]
 #                         [--out DIR] [--only ID,ID,...] [--perf[=ID,ID,...]] [--no-build]
 #                         [--mpwg-args "ARGS"] [--wireguard-go PATH] [--baseline PATH]
-#                         [--server[=1,8,32]]
+#                         [--server[=1,8,32]] [--modes[=sym,rate,delay,lossy]]
 #
 # Systems (ids for --only):
 #   raw   raw veth, no tunnel (the kernel's part of the box's ceiling)
@@ -41,6 +41,15 @@
 # systems, one mpwg server and N clients (mpwg and wireguard-go alternating), aggregate TCP
 # goodput both ways, the server's CPU per GB, and handshakes per second
 # (examples/handshake_load.rs); see server_scenario below.
+#
+# With --modes (scenario ids, default all): the mode scenarios of issue 12 instead of the
+# systems (add --only IDS to measure systems too): two mpwg ends over two paths through
+# a router with the link emulator (examples/link_emulator.rs), tc tbf on both ends of
+# both paths; symmetric 40+40 Mbit/s (sym), asymmetric rate 40+8 (rate), asymmetric
+# delay 10 ms + 40 ms (delay), 10% loss on one path (lossy). In each, 1-stream TCP
+# goodput and retransmits of each path alone, duplicate, failover, aggregate and
+# adaptive, as ratios to the best single path and to duplicate; see
+# scripts/bench/modes.sh. Its report: modes.md (also at the end of results.md), modes.json.
 #
 # and once per round, before the systems: the crypto ceiling, one core sealing and opening
 # 1420-byte packets with mpwg's session for 0.5 s each (examples/crypto_rate.rs).
@@ -78,6 +87,7 @@ GT=$CACHE/gotatun-cli-$GT_VERSION/bin/gotatun
 WGN=${MPWG_BENCH_WIREGUARD_GO:-}
 BASE=''
 SERVER_PEERS=''
+MODES=''
 VENV=$CACHE/venv
 NSP=mpwgb-          # prefix of every namespace this script creates
 DEVP=mpb            # prefix of every tunnel device (and /var/run/wireguard socket)
@@ -117,6 +127,8 @@ while (($#)); do
         --baseline=*) BASE=${1#*=} ;;
         --server) SERVER_PEERS=1,8,32 ;;
         --server=*) SERVER_PEERS=${1#*=} ;;
+        --modes) MODES=all ;;
+        --modes=*) MODES=${1#*=} ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -135,6 +147,9 @@ if [[ -n $SERVER_PEERS ]]; then
     [[ $SERVER_PEERS =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--server=N,N,...: counts of client peers, not '$SERVER_PEERS'"
     for n in ${SERVER_PEERS//,/ }; do ((n <= 99)) || die "--server: at most 99 client peers"; done
 fi
+# shellcheck source=scripts/bench/modes.sh
+source "$ROOT/scripts/bench/modes.sh"
+[[ -z $MODES ]] || modes_check "${MODES#all}"
 if [[ -n $BASE ]]; then
     [[ -x $BASE ]] || die "--baseline $BASE: not an executable file"
 fi
@@ -278,7 +293,8 @@ BUILD_STATE="skipped (--no-build)"
 if ((!NO_BUILD)); then
     BUILD_STATE="cargo build --release"
     say "cargo build --release"
-    if ! (cd "$ROOT" && cargo build --release --quiet --bin mpwg --example crypto_rate --example handshake_load); then
+    if ! (cd "$ROOT" && cargo build --release --quiet --bin mpwg --example crypto_rate --example handshake_load \
+        --example link_emulator); then
         [[ -x $ROOT/target/release/mpwg ]] || die "cargo build failed and there is no target/release/mpwg"
         say "WARNING: cargo build failed; measuring the existing target/release/mpwg"
         BUILD_NOTE="cargo build failed at the start of the run: the existing target/release/mpwg was measured"
@@ -366,6 +382,8 @@ ALL_IDS=(raw wggo wgn gt bt bt4 m1 m2 m3 mx b1 b2)
 if [[ -n $ONLY ]]; then
     IFS=, read -ra IDS <<<"$ONLY"
     for id in "${IDS[@]}"; do [[ -n ${LABEL[$id]:-} ]] || die "--only: unknown system '$id' (known: ${ALL_IDS[*]})"; done
+elif [[ -n $MODES ]]; then
+    IDS=()
 elif ((QUICK)); then
     IDS=(raw wggo wgn gt bt m1 m2 m3 mx)
 else
@@ -642,8 +660,10 @@ CLK_TCK=$(getconf CLK_TCK)
 
 say "out: $OUT"
 say "systems: ${IDS[*]}; $ROUNDS rounds x 4 tests x ${DURATION}s; mpwg paths: $( ((HAS_PATHS)) && echo yes || echo 'not available (no --path)')"
+[[ -n $MODES ]] && say "mode scenarios: ${MODE_SCENARIOS[*]}; $ROUNDS rounds x ${#MODE_SYSTEMS[@]} systems x ${DURATION}s each"
 say "expect about $(awk -v n="${#IDS[@]}" -v r="$ROUNDS" -v d="$DURATION" -v p="$PERF" \
-    -v np="$(tr ',' ' ' <<<"$PERF_IDS" | wc -w)" 'BEGIN{printf "%.1f", (n * r * 4 * (d + 0.6) + p * np * (d + 6)) / 60}') minutes"
+    -v np="$(tr ',' ' ' <<<"$PERF_IDS" | wc -w)" -v ms="$([[ -n $MODES ]] && echo "${#MODE_SCENARIOS[@]}" || echo 0)" \
+    'BEGIN{printf "%.1f", (n * r * 4 * (d + 0.6) + p * np * (d + 6) + ms * (10 + 6 * r * (d + 0.8))) / 60}') minutes"
 for id in "${IDS[@]}"; do
     setup "$id"
     say "setup ${LABEL[$id]}: ${STATUS[$id]}${NOTE[$id]:+ (${NOTE[$id]})}"
@@ -657,7 +677,7 @@ for id in "${IDS[@]}"; do
 done
 
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
-for ((r = 1; r <= ROUNDS; r++)); do
+for ((r = 1; r <= ROUNDS && ${#IDS[@]}; r++)); do
     if [[ -n $CRYPTO_RATE ]]; then
         # the crypto ceiling: one core seals, then opens, 1420-byte packets
         line=$("$CRYPTO_RATE" 0.5 1420 2>/dev/null || true)
@@ -880,6 +900,10 @@ if [[ -n $SERVER_PEERS ]]; then
     server_scenario
 fi
 
+if [[ -n $MODES ]]; then
+    modes_run
+fi
+
 # Interface and protocol counters of every system (drops on the TUN queue, UDP
 # receive-buffer errors, ...): what the figures above cost, after the fact.
 for id in "${IDS[@]}"; do
@@ -974,7 +998,15 @@ for id in "${IDS[@]}"; do
     printf '%s\t%s\t%s\t%s\t%s\n' "$id" "${LABEL[$id]}" "${STATUS[$id]}" "${NOTE[$id]}" "$has_daemon" >>"$OUT/configs.tsv"
 done
 
-"$PY" "$HELPER" final "$OUT"
+if ((${#IDS[@]})); then
+    "$PY" "$HELPER" final "$OUT"
+else
+    : >"$OUT/results.md"
+fi
+if [[ -n $MODES ]]; then
+    "$PY" "$ROOT/scripts/bench/modes.py" final "$OUT"
+    cat "$OUT/modes.md" >>"$OUT/results.md"
+fi
 echo
 cat "$OUT/results.md"
 say "done: $OUT/results.md, results.json, results.csv, chart.png"
