@@ -5,6 +5,7 @@
 #   sudo scripts/bench.sh [--quick] [--rounds N] [--duration S] [--cores N] [--batch N]
 #                         [--out DIR] [--only ID,ID,...] [--perf[=ID,ID,...]] [--no-build]
 #                         [--mpwg-args "ARGS"] [--wireguard-go PATH] [--baseline PATH]
+#                         [--baseline2 PATH]
 #                         [--server[=1,8,32]] [--modes[=sym,rate,delay,lossy]]
 #
 # Systems (ids for --only):
@@ -22,6 +23,8 @@
 #   mx    mpwg (sender) against wireguard-go (receiver)
 #   b1    with --baseline PATH: another mpwg binary (e.g. built before a change), 1 path
 #   b2    the same, 2 paths (duplicate): a change's before and after in one run
+#   c1    with --baseline2 PATH: a second other mpwg binary, 1 path (e.g. two changes'
+#   c2    befores in one run); c2: 2 paths (duplicate)
 #
 # Every system gets its own pair of network namespaces (mpwgb-ID-a, mpwgb-ID-b) joined
 # by one veth pair per path (10.77.K.1/24 <-> 10.77.K.2/24, private, inside the
@@ -86,6 +89,7 @@ GT_VERSION=0.10.2
 GT=$CACHE/gotatun-cli-$GT_VERSION/bin/gotatun
 WGN=${MPWG_BENCH_WIREGUARD_GO:-}
 BASE=''
+BASE2=''
 SERVER_PEERS=''
 MODES=''
 VENV=$CACHE/venv
@@ -125,6 +129,8 @@ while (($#)); do
         --wireguard-go=*) WGN=${1#*=} ;;
         --baseline) BASE=${2:?--baseline needs the path of an mpwg binary}; shift ;;
         --baseline=*) BASE=${1#*=} ;;
+        --baseline2) BASE2=${2:?--baseline2 needs the path of an mpwg binary}; shift ;;
+        --baseline2=*) BASE2=${1#*=} ;;
         --server) SERVER_PEERS=1,8,32 ;;
         --server=*) SERVER_PEERS=${1#*=} ;;
         --modes) MODES=all ;;
@@ -152,6 +158,9 @@ source "$ROOT/scripts/bench/modes.sh"
 [[ -z $MODES ]] || modes_check "${MODES#all}"
 if [[ -n $BASE ]]; then
     [[ -x $BASE ]] || die "--baseline $BASE: not an executable file"
+fi
+if [[ -n $BASE2 ]]; then
+    [[ -x $BASE2 ]] || die "--baseline2 $BASE2: not an executable file"
 fi
 if [[ -n $WGN ]]; then
     [[ -x $WGN ]] || die "--wireguard-go $WGN: not an executable file"
@@ -312,6 +321,11 @@ if [[ -n $BASE ]]; then
     MPWG_BASE=$WORK/mpwg-baseline
     cp "$BASE" "$MPWG_BASE"
 fi
+MPWG_BASE2=''
+if [[ -n $BASE2 ]]; then
+    MPWG_BASE2=$WORK/mpwg-baseline2
+    cp "$BASE2" "$MPWG_BASE2"
+fi
 CRYPTO_RATE=''
 if [[ -x $ROOT/target/release/examples/crypto_rate ]]; then
     CRYPTO_RATE=$WORK/crypto_rate
@@ -374,11 +388,13 @@ declare -A LABEL=(
     [mx]="mpwg → wireguard-go"
     [b1]="mpwg baseline ×2, 1 path"
     [b2]="mpwg baseline ×2, 2 paths (duplicate)"
+    [c1]="mpwg baseline 2 ×2, 1 path"
+    [c2]="mpwg baseline 2 ×2, 2 paths (duplicate)"
 )
-declare -A SIDE_A=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=mpwg [b1]=mpwgb [b2]=mpwgb)
-declare -A SIDE_B=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=wggo [b1]=mpwgb [b2]=mpwgb)
-declare -A NPATHS=([raw]=1 [wggo]=1 [wgn]=1 [gt]=1 [bt]=1 [bt4]=1 [m1]=1 [m2]=2 [m3]=3 [mx]=1 [b1]=1 [b2]=2)
-ALL_IDS=(raw wggo wgn gt bt bt4 m1 m2 m3 mx b1 b2)
+declare -A SIDE_A=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=mpwg [b1]=mpwgb [b2]=mpwgb [c1]=mpwgc [c2]=mpwgc)
+declare -A SIDE_B=([raw]=none [wggo]=wggo [wgn]=wgn [gt]=gt [bt]=bt [bt4]=bt4 [m1]=mpwg [m2]=mpwg [m3]=mpwg [mx]=wggo [b1]=mpwgb [b2]=mpwgb [c1]=mpwgc [c2]=mpwgc)
+declare -A NPATHS=([raw]=1 [wggo]=1 [wgn]=1 [gt]=1 [bt]=1 [bt4]=1 [m1]=1 [m2]=2 [m3]=3 [mx]=1 [b1]=1 [b2]=2 [c1]=1 [c2]=2)
+ALL_IDS=(raw wggo wgn gt bt bt4 m1 m2 m3 mx b1 b2 c1 c2)
 if [[ -n $ONLY ]]; then
     IFS=, read -ra IDS <<<"$ONLY"
     for id in "${IDS[@]}"; do [[ -n ${LABEL[$id]:-} ]] || die "--only: unknown system '$id' (known: ${ALL_IDS[*]})"; done
@@ -394,6 +410,7 @@ kept=()
 for id in "${IDS[@]}"; do
     [[ $id == wgn && -z $WGN ]] && continue
     [[ $id == b[12] && -z $BASE ]] && continue
+    [[ $id == c[12] && -z $BASE2 ]] && continue
     kept+=("$id")
 done
 IDS=("${kept[@]}")
@@ -412,9 +429,10 @@ start_daemon() {
         for ((k = 1; k <= npaths; k++)); do path_args+=(--path "p$k"); done
     fi
     case $kind in
-        mpwg | mpwgb)
+        mpwg | mpwgb | mpwgc)
             local bin=$MPWG
             [[ $kind == mpwgb ]] && bin=$MPWG_BASE
+            [[ $kind == mpwgc ]] && bin=$MPWG_BASE2
             ip netns exec "$ns" "$bin" up "$dev" --listen-port "$PORT" --mtu 1420 \
                 "${path_args[@]}" "${MPWG_EXTRA[@]}" </dev/null >"$log" 2>&1 &
             ;;
@@ -989,6 +1007,8 @@ fi
     printf 'loadavg_at_start\t%s\n' "$LOAD_AT_START"
     printf 'baseline\t%s\n' "${BASE:-}"
     [[ -n $BASE ]] && printf 'baseline_sha256\t%s\n' "$(sha256sum "$MPWG_BASE" | cut -c1-16)"
+    printf 'baseline2\t%s\n' "${BASE2:-}"
+    [[ -n $BASE2 ]] && printf 'baseline2_sha256\t%s\n' "$(sha256sum "$MPWG_BASE2" | cut -c1-16)"
     printf 'wall_seconds\t%s\n' "$(elapsed)"
     for n in "${NOTES[@]}"; do printf 'notes\t%s\n' "$n"; done
 } >"$OUT/meta.tsv"

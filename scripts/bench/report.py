@@ -417,6 +417,8 @@ def ratios_and_goals(results):
     pairs = [("m1", a) for a in ANCHORS] + [("m2", "m1"), ("m3", "m1"), ("mx", "wggo")]
     # --baseline: this binary against the other one, and the other's own 2-path cost
     pairs += [("m1", "b1"), ("m2", "b2"), ("b2", "b1")]
+    # --baseline2: this binary and the first baseline against the second
+    pairs += [("m1", "c1"), ("m2", "c2"), ("b1", "c1"), ("b2", "c2"), ("c2", "c1")]
     for num, den in pairs:
         if num in results and den in results:
             out["vs_each"][f"{num}/{den}"] = {key: ratio_entry(results, num, den, key) for key, _, _ in METRICS}
