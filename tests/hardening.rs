@@ -13,6 +13,16 @@ use common::*;
 /// Listen port of the tunnels these tests build.
 const PORT: u16 = 51830;
 
+/// A namespace with two uplinks, `up0` (10.98.0.1/24) and `up1` (10.98.1.1/24), to a
+/// second namespace (returned second: keep it alive as long as the first).
+fn two_uplinks() -> (Netns, Netns) {
+    let ns = Netns::new();
+    let other = Netns::new();
+    veth(&ns, "up0", "10.98.0.1/24", &other, "up0", "10.98.0.2/24");
+    veth(&ns, "up1", "10.98.1.1/24", &other, "up1", "10.98.1.2/24");
+    (ns, other)
+}
+
 /// A second daemon on a port (and interfaces) a running one holds gets "port in use",
 /// with paths as without: path sockets share their port by being bound to different
 /// interfaces, not through SO_REUSEPORT, which would let the second one in silently.
@@ -21,10 +31,7 @@ fn second_daemon_on_a_used_port_gets_port_in_use() {
     let Some(_lab) = lab("second_daemon_on_a_used_port_gets_port_in_use") else {
         return;
     };
-    let ns = Netns::new();
-    let other = Netns::new();
-    veth(&ns, "up0", "10.98.0.1/24", &other, "up0", "10.98.0.2/24");
-    veth(&ns, "up1", "10.98.1.1/24", &other, "up1", "10.98.1.2/24");
+    let (ns, _other) = two_uplinks();
     let port = PORT.to_string();
     let first_dev = unique_dev();
     let mut first = Daemon::mpwg(
@@ -534,10 +541,7 @@ fn a_set_whose_port_is_in_use_changes_nothing() {
     let Some(_lab) = lab("a_set_whose_port_is_in_use_changes_nothing") else {
         return;
     };
-    let ns = Netns::new();
-    let other = Netns::new();
-    veth(&ns, "up0", "10.98.0.1/24", &other, "up0", "10.98.0.2/24");
-    veth(&ns, "up1", "10.98.1.1/24", &other, "up1", "10.98.1.2/24");
+    let (ns, _other) = two_uplinks();
     let dev = unique_dev();
     let port = PORT.to_string();
     let mut d = Daemon::mpwg(

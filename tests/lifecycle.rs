@@ -432,50 +432,27 @@ impl Routed {
             }
             Far::WireguardGo => Daemon::wireguard_go(&self.b, &dev_b),
         };
-        let keys = TempDir::new();
-        let (priv_a, priv_b) = (genkey(), genkey());
-        let (pub_a, pub_b) = (pubkey(&priv_a), pubkey(&priv_b));
-        let key_a = keys.secret_file("a.key", &priv_a);
-        let key_b = keys.secret_file("b.key", &priv_b);
-        let tun_a = format!("10.{}.100.1", self.net);
         let tun_b = format!("10.{}.100.2", self.net);
-        let endpoint = format!("{}:51821", self.server());
-        let (allowed_a, allowed_b) = (format!("{tun_a}/32"), format!("{tun_b}/32"));
-        let key_a = key_a.to_str().unwrap();
-        let key_b = key_b.to_str().unwrap();
-        let mut set_a = vec![
-            "set",
-            &dev_a,
-            "private-key",
-            key_a,
-            "peer",
-            &pub_b,
-            "allowed-ips",
-            &allowed_b,
-        ];
-        let mut set_b = vec![
-            "set",
-            &dev_b,
-            "listen-port",
-            "51821",
-            "private-key",
-            key_b,
-            "peer",
-            &pub_a,
-            "allowed-ips",
-            &allowed_a,
-        ];
-        let a_endpoint = b_dials.map(|a| format!("{a}:51820"));
-        match &a_endpoint {
-            None => set_a.extend(["endpoint", endpoint.as_str()]),
-            Some(e) => set_b.extend(["endpoint", e.as_str()]),
-        }
-        wg(&self.a, &set_a);
-        wg(&self.b, &set_b);
-        for (ns, dev, addr) in [(&self.a, &dev_a, &tun_a), (&self.b, &dev_b, &tun_b)] {
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
-            ns.ip(&["link", "set", dev, "up"]);
-        }
+        let service = format!("{}:51821", self.server());
+        let (a_endpoint, b_endpoint) = match b_dials {
+            None => (Some(service), None),
+            Some(a) => (None, Some(format!("{a}:51820"))),
+        };
+        let end_a = TunnelEnd {
+            ns: &self.a,
+            dev: &dev_a,
+            tunnel: format!("10.{}.100.1", self.net),
+            listen_port: None,
+            endpoint: a_endpoint,
+        };
+        let end_b = TunnelEnd {
+            ns: &self.b,
+            dev: &dev_b,
+            tunnel: tun_b.clone(),
+            listen_port: Some("51821"),
+            endpoint: b_endpoint,
+        };
+        let (keys, _, pub_b) = join_tunnel(&end_a, &end_b);
         Tunnel {
             _a: a,
             _b: b,
@@ -1344,48 +1321,23 @@ fn replies_over_ipv6_leave_from_the_address_the_peer_wrote_to(far_mpwg: bool) {
     } else {
         Daemon::wireguard_go(&b, &dev_b)
     };
-    let keys = TempDir::new();
-    let (priv_a, priv_b) = (genkey(), genkey());
-    let (pub_a, pub_b) = (pubkey(&priv_a), pubkey(&priv_b));
-    let key_a = keys.secret_file("a.key", &priv_a);
-    let key_b = keys.secret_file("b.key", &priv_b);
-    let (tun_a, tun_b) = (format!("10.{net}.100.1"), format!("10.{net}.100.2"));
-    let (allowed_a, allowed_b) = (format!("{tun_a}/32"), format!("{tun_b}/32"));
+    let tun_a = format!("10.{net}.100.1");
     let endpoint = format!("[{second}]:51820");
-    wg(
-        &a,
-        &[
-            "set",
-            &dev_a,
-            "private-key",
-            key_a.to_str().unwrap(),
-            "peer",
-            &pub_b,
-            "allowed-ips",
-            &allowed_b,
-        ],
-    );
-    wg(
-        &b,
-        &[
-            "set",
-            &dev_b,
-            "listen-port",
-            "51821",
-            "private-key",
-            key_b.to_str().unwrap(),
-            "peer",
-            &pub_a,
-            "allowed-ips",
-            &allowed_a,
-            "endpoint",
-            &endpoint,
-        ],
-    );
-    for (ns, dev, addr) in [(&a, &dev_a, &tun_a), (&b, &dev_b, &tun_b)] {
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
-        ns.ip(&["link", "set", dev, "up"]);
-    }
+    let end_a = TunnelEnd {
+        ns: &a,
+        dev: &dev_a,
+        tunnel: tun_a.clone(),
+        listen_port: None,
+        endpoint: None,
+    };
+    let end_b = TunnelEnd {
+        ns: &b,
+        dev: &dev_b,
+        tunnel: format!("10.{net}.100.2"),
+        listen_port: Some("51821"),
+        endpoint: Some(endpoint.clone()),
+    };
+    let _keys = join_tunnel(&end_a, &end_b);
     assert!(
         ping_until(&b, &tun_a, Duration::from_secs(10)),
         "no ping reply B -> A over IPv6 ({dev_b} -> {dev_a})"

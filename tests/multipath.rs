@@ -237,49 +237,22 @@ impl Lab {
             }
             Far::WireguardGo => Daemon::wireguard_go(&self.b, &dev_b),
         };
-        let keys = TempDir::new();
-        let (priv_a, priv_b) = (genkey(), genkey());
-        let (pub_a, pub_b) = (pubkey(&priv_a), pubkey(&priv_b));
-        let key_a = keys.secret_file("a.key", &priv_a);
-        let key_b = keys.secret_file("b.key", &priv_b);
-        let tun_a = format!("10.{}.{t}.1", self.net);
         let tun_b = format!("10.{}.{t}.2", self.net);
-        let endpoint = format!("{}:{pb}", self.b_addr(1));
-        let (allowed_a, allowed_b) = (format!("{tun_a}/32"), format!("{tun_b}/32"));
-        wg(
-            &self.a,
-            &[
-                "set",
-                &dev_a,
-                "private-key",
-                key_a.to_str().unwrap(),
-                "peer",
-                &pub_b,
-                "allowed-ips",
-                &allowed_b,
-                "endpoint",
-                &endpoint,
-            ],
-        );
-        wg(
-            &self.b,
-            &[
-                "set",
-                &dev_b,
-                "listen-port",
-                &pb,
-                "private-key",
-                key_b.to_str().unwrap(),
-                "peer",
-                &pub_a,
-                "allowed-ips",
-                &allowed_a,
-            ],
-        );
-        for (ns, dev, addr) in [(&self.a, &dev_a, &tun_a), (&self.b, &dev_b, &tun_b)] {
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
-            ns.ip(&["link", "set", dev, "up"]);
-        }
+        let end_a = TunnelEnd {
+            ns: &self.a,
+            dev: &dev_a,
+            tunnel: format!("10.{}.{t}.1", self.net),
+            listen_port: None,
+            endpoint: Some(format!("{}:{pb}", self.b_addr(1))),
+        };
+        let end_b = TunnelEnd {
+            ns: &self.b,
+            dev: &dev_b,
+            tunnel: tun_b.clone(),
+            listen_port: Some(&pb),
+            endpoint: None,
+        };
+        let (keys, _, _) = join_tunnel(&end_a, &end_b);
         Tunnel {
             _daemon_a: a,
             _daemon_b: b,

@@ -233,11 +233,7 @@ pub fn receive(data: &[u8]) {
     let mut next_id: u64 = 1;
     let mut issued: HashSet<u64> = HashSet::new();
     let mut delivered: HashSet<u64> = HashSet::new();
-    let mut pool = Pool::default();
-    let mut pending: Vec<Box<RxBatch>> = Vec::new();
-    let mut batch = pool.take();
-    let mut cache = RxCache::default();
-    let mut known = Known::default();
+    let mut rx = Receiver::default();
     let index = t.b.peers()[0]
         .sessions
         .read()
@@ -270,16 +266,7 @@ pub fn receive(data: &[u8]) {
                 let (p, a) = (input.byte(), input.byte());
                 if !sealed.is_empty() {
                     let d = sealed[i % sealed.len()].clone();
-                    push(
-                        &t,
-                        &mut pool,
-                        &mut batch,
-                        &mut cache,
-                        &mut known,
-                        &mut pending,
-                        src(p, a),
-                        &d,
-                    );
+                    rx.push(&t, src(p, a), &d);
                 }
             }
             3 => {
@@ -290,16 +277,7 @@ pub fn receive(data: &[u8]) {
                     let mut d = sealed[i % sealed.len()].clone();
                     let at = at % d.len();
                     d[at] ^= x;
-                    push(
-                        &t,
-                        &mut pool,
-                        &mut batch,
-                        &mut cache,
-                        &mut known,
-                        &mut pending,
-                        src(0, 1),
-                        &d,
-                    );
+                    rx.push(&t, src(0, 1), &d);
                 }
             }
             4 => {
@@ -309,37 +287,27 @@ pub fn receive(data: &[u8]) {
                 d.extend_from_slice(&index.to_le_bytes());
                 d.extend_from_slice(input.bytes(n));
                 d.resize(n.max(32), 0);
-                push(
-                    &t,
-                    &mut pool,
-                    &mut batch,
-                    &mut cache,
-                    &mut known,
-                    &mut pending,
-                    src(1, 2),
-                    &d,
-                );
+                rx.push(&t, src(1, 2), &d);
             }
             5 => {
                 // The batch goes to decryption (it may wait for a later one); the
                 // receive thread lets go of its sessions, as before it waits.
-                known.cache.end_batch();
-                let full = std::mem::replace(&mut batch, pool.take());
-                pending.push(full);
+                rx.known.cache.end_batch();
+                rx.close_batch();
             }
             6 => {
                 // Pending batches are decrypted in an order the input picks, then
                 // committed in receive order, as the decryption workers do.
                 let rot = usize::from(input.byte());
-                let n = pending.len();
+                let n = rx.pending.len();
                 for k in 0..n {
                     let j = (k + rot) % n;
-                    t.b.decrypt_batch(&mut pending[j], &mut cache, t.now);
+                    t.b.decrypt_batch(&mut rx.pending[j], &mut rx.cache, t.now);
                 }
-                for mut b in pending.drain(..) {
+                for mut b in rx.pending.drain(..) {
                     t.b.commit_batch(&mut b, t.now, &t.cap_b);
                     check_delivered(&mut b, &issued, &mut delivered);
-                    pool.put(b);
+                    rx.pool.put(b);
                 }
                 t.cap_b.take();
             }
@@ -353,8 +321,8 @@ pub fn receive(data: &[u8]) {
             }
         }
     }
-    for mut b in pending.drain(..) {
-        t.b.decrypt_batch(&mut b, &mut cache, t.now);
+    for mut b in rx.pending.drain(..) {
+        t.b.decrypt_batch(&mut b, &mut rx.cache, t.now);
         t.b.commit_batch(&mut b, t.now, &t.cap_b);
         check_delivered(&mut b, &issued, &mut delivered);
     }
@@ -410,38 +378,60 @@ struct Known {
     flags: Vec<bool>,
 }
 
-/// One datagram as the receive thread takes it: a copy the committed replay window
-/// already holds is dropped before it is copied into a batch (as `rx.rs` does); the
-/// rest joins the batch, or goes to the handshake code.
-#[allow(clippy::too_many_arguments)]
-fn push(
-    t: &Tunnel,
-    pool: &mut Pool,
-    batch: &mut Box<RxBatch>,
-    cache: &mut RxCache,
-    known: &mut Known,
-    pending: &mut Vec<Box<RxBatch>>,
-    s: Source,
-    d: &[u8],
-) {
-    t.b.known_copies(&mut known.cache, s, d, d.len(), t.now, &mut known.flags);
-    if known.flags.first() == Some(&true) {
-        return;
-    }
-    if batch.is_full() {
-        let full = std::mem::replace(batch, pool.take());
-        pending.push(full);
-    }
-    if !batch.push(s, d) {
-        t.b.receive_handshake(s, d, t.now, &t.cap_b);
-    }
-    // Bound the work an input can ask for.
-    if pending.len() > 8 {
-        for mut b in pending.drain(..) {
-            t.b.decrypt_batch(&mut b, cache, t.now);
-            t.b.commit_batch(&mut b, t.now, &t.cap_b);
-            pool.put(b);
+/// B's receive side as the receive thread and decryption workers hold it: the batch
+/// being filled, the batches waiting for decryption, and the caches.
+struct Receiver {
+    pool: Pool,
+    batch: Box<RxBatch>,
+    cache: RxCache,
+    known: Known,
+    pending: Vec<Box<RxBatch>>,
+}
+
+impl Default for Receiver {
+    fn default() -> Receiver {
+        let mut pool = Pool::default();
+        let batch = pool.take();
+        Receiver {
+            pool,
+            batch,
+            cache: RxCache::default(),
+            known: Known::default(),
+            pending: Vec::new(),
         }
+    }
+}
+
+impl Receiver {
+    /// One datagram as the receive thread takes it: a copy the committed replay window
+    /// already holds is dropped before it is copied into a batch (as `rx.rs` does); the
+    /// rest joins the batch, or goes to the handshake code.
+    fn push(&mut self, t: &Tunnel, s: Source, d: &[u8]) {
+        let known = &mut self.known;
+        t.b.known_copies(&mut known.cache, s, d, d.len(), t.now, &mut known.flags);
+        if known.flags.first() == Some(&true) {
+            return;
+        }
+        if self.batch.is_full() {
+            self.close_batch();
+        }
+        if !self.batch.push(s, d) {
+            t.b.receive_handshake(s, d, t.now, &t.cap_b);
+        }
+        // Bound the work an input can ask for.
+        if self.pending.len() > 8 {
+            for mut b in self.pending.drain(..) {
+                t.b.decrypt_batch(&mut b, &mut self.cache, t.now);
+                t.b.commit_batch(&mut b, t.now, &t.cap_b);
+                self.pool.put(b);
+            }
+        }
+    }
+
+    /// The batch being filled goes to wait for decryption; a fresh one takes its place.
+    fn close_batch(&mut self) {
+        let full = std::mem::replace(&mut self.batch, self.pool.take());
+        self.pending.push(full);
     }
 }
 

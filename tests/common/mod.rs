@@ -1866,3 +1866,48 @@ pub fn two_path_namespaces() -> (Netns, Netns) {
     }
     (a, b)
 }
+
+/// One end of a point-to-point tunnel that [`join_tunnel`] configures with `wg set`.
+pub struct TunnelEnd<'a> {
+    /// The namespace the end's daemon runs in.
+    pub ns: &'a Netns,
+    /// Its tunnel device.
+    pub dev: &'a str,
+    /// Its tunnel address, given the device as ADDR/24.
+    pub tunnel: String,
+    /// `listen-port` to set, if any.
+    pub listen_port: Option<&'a str>,
+    /// The far end's address this end dials (`endpoint`), if any.
+    pub endpoint: Option<String>,
+}
+
+/// Fresh keys for both ends, each the other's peer with its tunnel address as /32
+/// allowed IPs (and the endpoint and port each end names), tunnel addresses on the
+/// devices and the devices up. Returns the folder holding the key files (keep it) and
+/// the public keys of A and B.
+pub fn join_tunnel(a: &TunnelEnd, b: &TunnelEnd) -> (TempDir, String, String) {
+    let keys = TempDir::new();
+    let (priv_a, priv_b) = (genkey(), genkey());
+    let (pub_a, pub_b) = (pubkey(&priv_a), pubkey(&priv_b));
+    let key_a = keys.secret_file("a.key", &priv_a);
+    let key_b = keys.secret_file("b.key", &priv_b);
+    for (me, key, other, other_pub) in [(a, &key_a, b, &pub_b), (b, &key_b, a, &pub_a)] {
+        let allowed = format!("{}/32", other.tunnel);
+        let mut args = vec!["set", me.dev];
+        if let Some(port) = me.listen_port {
+            args.extend(["listen-port", port]);
+        }
+        args.extend(["private-key", key.to_str().unwrap(), "peer", other_pub]);
+        args.extend(["allowed-ips", &allowed]);
+        if let Some(endpoint) = &me.endpoint {
+            args.extend(["endpoint", endpoint]);
+        }
+        wg(me.ns, &args);
+    }
+    for me in [a, b] {
+        let addr = format!("{}/24", me.tunnel);
+        me.ns.ip(&["addr", "add", &addr, "dev", me.dev]);
+        me.ns.ip(&["link", "set", me.dev, "up"]);
+    }
+    (keys, pub_a, pub_b)
+}

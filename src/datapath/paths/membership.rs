@@ -70,40 +70,47 @@ impl Paths {
     /// Follows a link event: the state of the paths it concerns, and their sockets.
     /// Returns the paths whose state or socket changed, with the change (for the log).
     pub fn link_event(&self, ev: LinkEvent, now: Instant) -> Vec<(Arc<Path>, Change)> {
-        let _g = self.change.lock();
-        let mut out = Vec::new();
-        for p in self.list.load().iter() {
-            let change = {
-                let mut link = p.link.lock();
-                let Some(link) = link.as_mut() else {
-                    continue;
-                };
-                match ev {
-                    LinkEvent::New {
-                        index,
-                        name,
-                        up,
-                        mtu,
-                    } => {
-                        if name == link.name() {
-                            p.mtu.store(mtu, Ordering::Relaxed);
-                        }
-                        link.on_new_link(index, name, up, now)
-                    }
-                    LinkEvent::Del { index } => link.on_del_link(index, now),
+        self.update_links(|p, link| match ev {
+            LinkEvent::New {
+                index,
+                name,
+                up,
+                mtu,
+            } => {
+                if name == link.name() {
+                    p.mtu.store(mtu, Ordering::Relaxed);
                 }
-            };
-            if !change.is_none() {
-                self.record(p, change);
-                out.push((p.clone(), change));
+                link.on_new_link(index, name, up, now)
             }
-        }
-        out
+            LinkEvent::Del { index } => link.on_del_link(index, now),
+        })
     }
 
     /// Sets every path's state from a full list of interfaces (at start, and after
     /// netlink lost events). Returns the changes, as [`Paths::link_event`].
     pub fn sync(&self, links: &[LinkInfo], now: Instant) -> Vec<(Arc<Path>, Change)> {
+        self.update_links(|p, link| {
+            let found = links.iter().find(|l| l.name == link.name());
+            if let Some(l) = found {
+                p.mtu.store(l.mtu, Ordering::Relaxed);
+                p.set_addresses(&l.addresses);
+            }
+            link.observe(
+                found.map(|l| Seen {
+                    index: l.index,
+                    up: l.up,
+                }),
+                now,
+            )
+        })
+    }
+
+    /// Runs `step` on the link state of every path that follows an interface (under
+    /// the change lock), applies the changes it returns, and lists them.
+    fn update_links(
+        &self,
+        mut step: impl FnMut(&Path, &mut PathLink) -> Change,
+    ) -> Vec<(Arc<Path>, Change)> {
         let _g = self.change.lock();
         let mut out = Vec::new();
         for p in self.list.load().iter() {
@@ -112,18 +119,7 @@ impl Paths {
                 let Some(link) = link.as_mut() else {
                     continue;
                 };
-                let found = links.iter().find(|l| l.name == link.name());
-                if let Some(l) = found {
-                    p.mtu.store(l.mtu, Ordering::Relaxed);
-                    p.set_addresses(&l.addresses);
-                }
-                link.observe(
-                    found.map(|l| Seen {
-                        index: l.index,
-                        up: l.up,
-                    }),
-                    now,
-                )
+                step(p, link)
             };
             if !change.is_none() {
                 self.record(p, change);
