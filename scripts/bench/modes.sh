@@ -11,12 +11,16 @@
 #                             emuP: the link emulator (examples/link_emulator.rs, the
 #                             tests' forwarder as a process), on every path, always
 #
-# two paths, `tc tbf` at both ends of each (A's aP, B's bP), and six systems at once,
-# each an mpwg pair of its own (own listen port, tunnel 10.78.K.1 <-> 10.78.K.2/24):
+# two paths, `tc tbf` at both ends of each (A's aP, B's bP), and six systems, each an
+# mpwg pair of its own (own listen port, tunnel 10.78.K.1 <-> 10.78.K.2/24):
 #   s1   path 1 alone (mpwg --path a1 / --path b1)      s2   path 2 alone
 #   dup  both paths, --mode duplicate                   fo   --mode failover
 #   agg  --mode aggregate                               ada  --mode adaptive
-# Within a round the systems take turns, each round starting one system later.
+# Within a round the systems take turns, each round starting one system later. Each test
+# starts its pair afresh (2 s of probes before the transfer) and ends it afterwards:
+# pairs left up beside the one measured would probe the shared links while it fills
+# them, and aggregate's shares follow the queueing its probes see (an aggregate pair
+# kept up while the others were measured began its own test at 15/85 over 40+40).
 # The best single path of a round is the better of s1 and s2 in that round; every ratio
 # is to it, and to duplicate, per round (the systems are interleaved within a round),
 # as median (min-max).
@@ -132,15 +136,15 @@ mode_system() {
     port=$((PORT + k))
     read -ra paths <<<"${MODE_PATHS[$sys]}"
     first=${paths[0]}
-    (umask 077 && wg genkey >"$WORK/m$sys-a.key" && wg genkey >"$WORK/m$sys-b.key")
+    [[ -s $WORK/m$sys-b.key ]] || (umask 077 && wg genkey >"$WORK/m$sys-a.key" && wg genkey >"$WORK/m$sys-b.key")
     for side in a b; do
         local path_args=()
         for p in "${paths[@]}"; do path_args+=(--path "$side$p"); done
         if [[ $side == a ]]; then ns=$MNS_A; else ns=$MNS_B; fi
         dev=${DEVP}m$sys$side
-        DEVICES+=("$dev")
+        [[ " ${DEVICES[*]} " == *" $dev "* ]] || DEVICES+=("$dev")
         ip netns exec "$ns" "$MPWG" up "$dev" --listen-port "$port" --mtu 1420 --mode "${MODE_MODE[$sys]}" \
-            "${path_args[@]}" "${MPWG_EXTRA[@]}" </dev/null >"$OUT/logs/modes-$s-$sys-$side.log" 2>&1 &
+            "${path_args[@]}" "${MPWG_EXTRA[@]}" </dev/null >>"$OUT/logs/modes-$s-$sys-$side.log" 2>&1 &
         pid=$!
         started "$pid"
         wait_socket "$pid" "$dev" || { say "WARNING: modes, $s: $sys did not come up on $side"; return 1; }
@@ -197,6 +201,18 @@ mode_test() {
     sleep 0.2
 }
 
+# mode_down SYS: the system's pair ended (by PID)
+mode_down() {
+    local pid
+    for pid in "${MPID_A[$1]:-}" "${MPID_B[$1]:-}"; do
+        [[ -n $pid ]] && ours "$pid" && kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${MPID_A[$1]:-}" "${MPID_B[$1]:-}"; do
+        [[ -n $pid ]] && wait_pid "$pid" 30
+    done
+    unset "MPID_A[$1]" "MPID_B[$1]"
+}
+
 # mode_teardown: the scenario's daemons and emulator ended (by PID), its namespaces gone
 mode_teardown() {
     local pid ns live=()
@@ -235,25 +251,26 @@ modes_run() {
         say "modes: scenario $s (${MODE_SCENARIO_LABEL[$s]}), load average $(cut -d' ' -f1-3 /proc/loadavg)"
         ok=1
         mode_topology "$s" || ok=0
-        k=0
-        for sys in "${MODE_SYSTEMS[@]}"; do
-            k=$((k + 1))
-            ((ok)) || break
-            mode_system "$s" "$sys" "$k" || ok=0
-        done
         if ((ok)); then
-            # probes find every path's RTT and health before the first transfer
-            sleep 2
             local n=${#MODE_SYSTEMS[@]} j
             for ((r = 1; r <= ROUNDS; r++)); do
                 # each round starts one system later, so that none is always first
                 for ((j = 0; j < n; j++)); do
                     k=$(((r - 1 + j) % n + 1))
-                    mode_test "$s" "$r" "${MODE_SYSTEMS[$((k - 1))]}" "$k"
+                    sys=${MODE_SYSTEMS[$((k - 1))]}
+                    if mode_system "$s" "$sys" "$k"; then
+                        # probes find every path's RTT and health before the transfer
+                        sleep 2
+                        mode_test "$s" "$r" "$sys" "$k"
+                        {
+                            echo "== round $r, after the test"
+                            "$MPWG" show "${DEVP}m${sys}a" 2>&1
+                        } >>"$OUT/logs/modes-$s-$sys-show.txt"
+                    else
+                        NOTES+=("--modes: $s, round $r: $sys did not come up (see logs/modes-$s-$sys-*)")
+                    fi
+                    mode_down "$sys"
                 done
-            done
-            for sys in dup fo agg ada; do
-                ip netns exec "$MNS_A" "$MPWG" show "${DEVP}m${sys}a" >"$OUT/logs/modes-$s-$sys-show.txt" 2>&1 || true
             done
         else
             NOTES+=("--modes: scenario $s could not be set up (see logs/modes-$s-*)")
