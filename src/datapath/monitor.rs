@@ -683,8 +683,11 @@ impl Monitor {
             let queueing: Vec<Option<Duration>> = ids
                 .iter()
                 .map(|id| {
+                    // Above the 5th percentile, not the minimum: one echo matched to the
+                    // wrong probe (or crossing to another path) would set the minimum
+                    // below the path's base for good, and starve it.
                     let q = &inner.paths[id].quality;
-                    Some(q.srtt()?.saturating_sub(q.min_rtt()?))
+                    Some(q.srtt()?.saturating_sub(q.rtt_quantile(0.05)?))
                 })
                 .collect();
             scheduler::rebalance(&mut shares, &queueing);
@@ -777,6 +780,19 @@ impl Monitor {
             reorder::hold_for(spread, jitter, None, settings.reorder_cap)
         });
         self.schedule.set_reorder_hold(hold);
+        // Aggregate mode evens out the paths' delays at the receive side too (see
+        // `Reorder::push_paced`); adaptive mode does not, for its interactive copies.
+        let delays = if striping_peer && mode == Mode::Aggregate {
+            let rtts: Vec<(PathId, Duration)> = views
+                .iter()
+                .filter(|v| v.state == State::Up)
+                .filter_map(|v| Some((list[v.id].id, v.srtt?)))
+                .collect();
+            reorder::equalizing_delays(&rtts, settings.reorder_cap)
+        } else {
+            Vec::new()
+        };
+        self.schedule.set_path_delays(delays);
     }
 
     /// The priority the plan gives path `name` at position `pos`.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::datapath::schedule::ReorderLimits;
 use crate::io::tun::{GROTable, TunQueue};
 use crate::multipath::path::Source;
 use crate::multipath::reorder::{Reorder, ReorderStats};
@@ -82,25 +83,26 @@ impl Reordering {
 
     /// Writes `batch`'s packets (committed, not yet written) to `queue` in counter
     /// order as of `now`, holding those past a gap at most `hold`; also releases what
-    /// waited long enough from earlier batches. `limits`: the monitor's hold and the cap
-    /// that late packets may stretch it to; None releases everything held and writes the
-    /// batch as it is.
+    /// waited long enough from earlier batches. `limits`: the monitor's hold, the cap
+    /// that late packets may stretch it to, and each path's delay (what arrives on it
+    /// is written no earlier than that after its arrival, and after what precedes it);
+    /// None releases everything held and writes the batch as it is.
     pub fn write(
         &mut self,
         queue: &TunQueue,
         gro: &mut GROTable,
         batch: &mut RxBatch,
-        limits: Option<(Duration, Duration)>,
+        limits: Option<&ReorderLimits>,
         now: Instant,
     ) {
-        let Some((hold, cap)) = limits else {
+        let Some(limits) = limits else {
             self.flush_all();
             self.emit(queue, gro);
             write(queue, gro, batch.packets());
             return;
         };
-        self.cap = cap;
-        let hold = self.adapt(hold, now);
+        self.cap = limits.cap;
+        let hold = self.adapt(limits.hold, now);
         let mut entries = std::mem::take(&mut self.entries);
         entries.extend(
             batch
@@ -115,11 +117,16 @@ impl Reordering {
             });
             let i = self.session(&session);
             let out = &mut self.out;
-            self.sessions[i]
-                .1
-                .push_on(Some(lane(src)), counter, item, now, hold, &mut |b| {
-                    out.push(b)
-                });
+            let delay = limits.delay_of(src.path);
+            self.sessions[i].1.push_paced(
+                Some(lane(src)),
+                counter,
+                item,
+                now,
+                hold,
+                delay,
+                &mut |b| out.push(b),
+            );
         }
         self.entries = entries;
         self.poll(now);

@@ -231,7 +231,7 @@ fn decrypt_worker(
             device.commit_batch(b, now, paths);
             count_paths(paths, monitor, b);
             let hold = paths.schedule.reorder_limits();
-            reorder.write(queue, gro, b, hold, now);
+            reorder.write(queue, gro, b, hold.as_ref(), now);
             if hold.is_some() {
                 reorder.publish(&paths.schedule.reorder_stats);
             }
@@ -427,7 +427,7 @@ impl<'a> Receiver<'a> {
                 self.device.open_batch(batch, cache, now, self.paths);
                 count_paths(self.paths, self.monitor, batch);
                 let hold = self.paths.schedule.reorder_limits();
-                reorder.write(queue, gro, batch, hold, now);
+                reorder.write(queue, gro, batch, hold.as_ref(), now);
                 if hold.is_some() {
                     reorder.publish(&self.paths.schedule.reorder_stats);
                 }
