@@ -14,8 +14,9 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+pub use tun_rs::{IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
+pub mod gro;
 mod user;
 pub use user::{TunDevice, READ_TIMEOUT};
 
@@ -60,6 +61,15 @@ pub fn check_name(name: &str) -> Result<(), TunError> {
     } else {
         Err(TunError::BadName(name.to_string()))
     }
+}
+
+/// The coalescing state of a queue's writes, kept from batch to batch: mpwg's own for
+/// TCP ([`gro::Coalescer`]: super-packets gathered from the packets' buffers, nothing
+/// copied), tun-rs's for the rest (UDP, which it coalesces where the kernel has USO).
+#[derive(Default)]
+pub struct GROTable {
+    tcp: gro::Coalescer,
+    other: tun_rs::GROTable,
 }
 
 /// Counters of one queue.
@@ -304,7 +314,8 @@ impl TunQueue {
     }
 
     /// Writes packets, each at `bufs[i][offset..]` (offset >= VIRTIO_NET_HDR_LEN),
-    /// coalescing TCP (and UDP) flows first. The Vecs may grow.
+    /// coalescing TCP (and UDP) flows first. The Vecs may grow, and their order in
+    /// `bufs` may change (each flow's packets are written in their order).
     pub fn send_batch(
         &self,
         gro: &mut GROTable,
@@ -322,16 +333,54 @@ impl TunQueue {
             Queue::Kernel(dev) => dev,
             Queue::User(dev) => return user::send_batch(&**dev, bufs, offset),
         };
-        match dev.send_multiple(gro, bufs, offset) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if device_gone(&e) {
-                    self.gone.store(true, Ordering::Relaxed);
-                }
-                Err(e)
+        let r = if dev.tcp_gso() && offset >= VIRTIO_NET_HDR_LEN {
+            send_coalesced(dev, gro, bufs, offset)
+        } else {
+            dev.send_multiple(&mut gro.other, bufs, offset).map(|_| ())
+        };
+        if let Err(e) = &r {
+            if device_gone(e) {
+                self.gone.store(true, Ordering::Relaxed);
             }
         }
+        r
     }
+}
+
+/// Writes a batch to a device with virtio headers: the TCP packets through mpwg's
+/// coalescer, the others through tun-rs's. A batch of both is first put in two parts
+/// (a stable sort: each flow's packets keep their order).
+fn send_coalesced(
+    dev: &tun_rs::SyncDevice,
+    gro: &mut GROTable,
+    bufs: &mut [Vec<u8>],
+    offset: usize,
+) -> io::Result<()> {
+    let is_tcp = |b: &Vec<u8>| gro::kind(b.get(offset..).unwrap_or(&[])) == gro::Kind::Tcp;
+    let tcp = bufs.iter().filter(|b| is_tcp(b)).count();
+    if tcp > 0 && tcp < bufs.len() {
+        bufs.sort_by_key(|b| !is_tcp(b));
+    }
+    let (tcp_bufs, other) = bufs.split_at_mut(tcp);
+    let mut result = Ok(());
+    if !other.is_empty() {
+        if let Err(e) = dev.send_multiple(&mut gro.other, other, offset) {
+            if device_gone(&e) {
+                return Err(e);
+            }
+            result = Err(e);
+        }
+    }
+    if !tcp_bufs.is_empty() {
+        gro.tcp.plan(tcp_bufs, offset);
+        gro.tcp.write(
+            tcp_bufs,
+            offset,
+            &mut |iov| dev.send_vectored(iov),
+            &device_gone,
+        )?;
+    }
+    result
 }
 
 #[cfg(test)]
