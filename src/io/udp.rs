@@ -506,12 +506,17 @@ fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
+    /// Two sockets with the default options, and the first's port at `ip`.
+    fn two_sockets(ip: [u8; 4]) -> (UdpSocket, UdpSocket, SocketAddr) {
+        let first = open(&SocketOptions::default()).unwrap();
+        let second = open(&SocketOptions::default()).unwrap();
+        let port = first.local_addr().unwrap().port();
+        (first, second, SocketAddr::from((ip, port)))
+    }
+
     #[test]
     fn gso_send_arrives_as_separate_datagrams_and_gro_coalesces() {
-        let rx = open(&SocketOptions::default()).unwrap();
-        let tx = open(&SocketOptions::default()).unwrap();
-        let port = rx.local_addr().unwrap().port();
-        let dst: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (rx, tx, dst) = two_sockets([127, 0, 0, 1]);
         let mut buf = vec![0u8; 3 * 100 + 40];
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (i / 100) as u8;
@@ -557,10 +562,7 @@ mod tests {
     /// fails the send with EINVAL.
     #[test]
     fn replies_leave_from_the_address_the_datagram_was_sent_to() {
-        let server = open(&SocketOptions::default()).unwrap();
-        let client = open(&SocketOptions::default()).unwrap();
-        let port = server.local_addr().unwrap().port();
-        let to: SocketAddr = SocketAddr::from(([127, 0, 0, 5], port));
+        let (server, client, to) = two_sockets([127, 0, 0, 5]);
         send_segments(&client, true, to, b"hello", 5).unwrap();
         let mut buf = [0u8; 100];
         let got = recv_segments(&server, &mut buf).unwrap();
@@ -616,7 +618,7 @@ mod tests {
         let e = gone.unwrap_err();
         assert!(source_refused(&e), "{e}");
 
-        let to6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        let to6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, to.port()));
         if send_segments(&client, true, to6, b"six", 3).is_ok() {
             let got = recv_segments(&server, &mut buf).unwrap();
             assert_eq!(got.local, Some("::1".parse().unwrap()));
