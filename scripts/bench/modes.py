@@ -152,6 +152,23 @@ def write_md(path, meta, res, gl):
         f.write("Goodput: Mbit/s at the receiver, median (min–max). Ratios: per round, then median (min–max). "
                 "Best single: per round, the better of path 1 alone and path 2 alone. "
                 "Retransmits: A's RetransSegs / OutSegs. Load: the 1-minute load average after each test.\n\n")
+        f.write("### Summary: ratios to the best single path, median (min–max) over rounds\n\n")
+        f.write("| scenario | best single, Mbit/s | duplicate | failover | aggregate | adaptive | "
+                "aggregate / duplicate | retransmits: best single / aggregate | load average |\n")
+        f.write("|---|---|---|---|---|---|---|---|---|\n")
+        for s in SCENARIOS:
+            e = res.get(s)
+            if not e:
+                continue
+            x = e["systems"]
+            # the retransmits of the faster path alone
+            fast = max(("s1", "s2"), key=lambda k: x[k]["mbit"]["median"] if x[k]["mbit"] else -1)
+            single, agg_re = x[fast]["retrans_pct"], x["agg"]["retrans_pct"]
+            re_ = f"{single['median']:.2f}% / {agg_re['median']:.2f}%" if single and agg_re else "–"
+            f.write(f"| {e['label']} | {fmt(e['best_single_mbit'])} | "
+                    + " | ".join(fmt(x[k]["vs_best_single"], 2, "×") for k in ("dup", "fo", "agg", "ada"))
+                    + f" | {fmt(x['agg']['vs_duplicate'], 2, '×')} | {re_} | {fmt(e['load1'], 2)} |\n")
+        f.write("\n")
         for s in SCENARIOS:
             e = res.get(s)
             if not e:
