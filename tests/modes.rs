@@ -485,14 +485,14 @@ fn aggregate_over_paths_of_different_delay() {
 }
 
 /// Aggregate mode with 10% random loss on one path (both ways): the lossy path is
-/// `degraded` and left out (it carries under 5% of A's datagrams during the transfer),
-/// and the transfer completes.
+/// `degraded` on both ends, with 5% loss or more, and left out (it carries under 5% of A's datagrams during
+/// the transfer), and the transfer completes.
 ///
+/// The failover phase first gives the backup's probes (every 275 ms) time to show
+/// their loss: a path's loss figure waits for 32 probes' fates in a direction.
 /// The issue's goal, 0.9 times the best single path's goodput, is printed, not asserted
-/// (a figure for PERF.md; measured 0.83: TCP loses segments on the lossy path in the
-/// second it takes to be found lossy).
+/// (a figure for PERF.md).
 #[test]
-#[ignore = "not reliable yet: in a CI run (4f3773f) A showed the lossy path up at 0.0% probe loss while B measured 6% and degraded, and aggregate striped 35% onto it; A's probe-loss figure after the path's recovery is to be investigated (issue 12)"]
 fn aggregate_leaves_a_lossy_path_out() {
     let Some(_lab) = lab("aggregate_leaves_a_lossy_path_out") else {
         return;
@@ -507,7 +507,7 @@ fn aggregate_leaves_a_lossy_path_out() {
     );
     let (pair, _router) = mpwg_pair(lab, "failover");
     rates(&pair, &[40, 40]);
-    thread::sleep(Duration::from_secs(2));
+    thread::sleep(Duration::from_secs(10));
     let (single, _) = goodput(&pair, "10% loss on path 2, best single path (failover)", 7);
     set_mode(&pair, "aggregate");
     let before = tx_packets(&pair.a.dev, 2);
@@ -522,9 +522,18 @@ fn aggregate_leaves_a_lossy_path_out() {
     );
     println!("{}", mpwg_show(&pair.a.dev).text);
     println!("{}", mpwg_show(&pair.b.dev).text);
-    let v = show_json(&pair.a.dev);
-    assert_eq!(json_path(&v, "a2")["state"], "degraded", "{v:#}");
-    assert_eq!(json_path(&v, "a1")["state"], "up", "{v:#}");
+    // Both ends see the lossy path as lossy: `degraded`, or for a moment `down` (two of
+    // its probes lost in a row look like a cut).
+    for (dev, lossy, clean) in [(&pair.a.dev, "a2", "a1"), (&pair.b.dev, "b2", "b1")] {
+        let v = show_json(dev);
+        let state = &json_path(&v, lossy)["state"];
+        assert!(state == "degraded" || state == "down", "{v:#}");
+        assert!(
+            json_path(&v, lossy)["loss_pct"].as_f64().unwrap() >= 5.0,
+            "{v:#}"
+        );
+        assert_eq!(json_path(&v, clean)["state"], "up", "{v:#}");
+    }
     assert!(
         share < 0.05,
         "the lossy path carried {:.1}% of A's datagrams",

@@ -36,7 +36,7 @@ use crate::datapath::Lifecycle;
 use crate::multipath::health::{self, Health, Reason, State};
 use crate::multipath::path::{PathId, Source};
 use crate::multipath::probe::{self, Echo, Probe, PROBE_LEN};
-use crate::multipath::quality::Quality;
+use crate::multipath::quality::{self, Fates, Quality};
 use crate::multipath::reorder;
 use crate::multipath::scheduler::{self, Failover, Mode, PathView};
 use crate::multipath::state::LinkState;
@@ -155,9 +155,8 @@ struct PathMon {
 
 struct ProbeTx {
     seq: u32,
-    /// Probes up to this one were sent before the path last came back up: their loss
-    /// was the outage's, not the path's.
-    counted_from: u32,
+    /// Which of them arrived, from the peer's echoes.
+    fates: Fates,
     next_at: Instant,
     sent: [(u32, Option<Instant>); SENT_RING],
 }
@@ -181,6 +180,24 @@ struct EchoSlot {
     seq: u32,
     received: u32,
     at: Instant,
+    /// Which of the peer's probes arrived: the path's loss in its direction.
+    fates: Fates,
+}
+
+impl EchoSlot {
+    fn new(src: Source, p: &Probe, now: Instant) -> EchoSlot {
+        let mut fates = Fates::default();
+        fates.arrived(p.seq);
+        EchoSlot {
+            path: src.path,
+            addr: src.addr,
+            peer_path: p.path,
+            seq: p.seq,
+            received: 1,
+            at: now,
+            fates,
+        }
+    }
 }
 
 struct PeerMon {
@@ -333,6 +350,7 @@ impl Monitor {
                 s.received = if shift >= 32 { 0 } else { s.received << shift } | 1;
                 s.seq = p.seq;
                 s.at = now;
+                s.fates.arrived(p.seq);
             }
             Some(s) if s.peer_path == p.path => {
                 // An older probe overtaken by a newer one: mark it if it fits.
@@ -340,45 +358,30 @@ impl Monitor {
                 if back < 32 {
                     s.received |= 1 << back;
                 }
+                s.fates.arrived(p.seq);
             }
-            Some(s) => {
-                *s = EchoSlot {
-                    path: src.path,
-                    addr: src.addr,
-                    peer_path: p.path,
-                    seq: p.seq,
-                    received: 1,
-                    at: now,
-                }
-            }
-            None => pm.slots.push(EchoSlot {
-                path: src.path,
-                addr: src.addr,
-                peer_path: p.path,
-                seq: p.seq,
-                received: 1,
-                at: now,
-            }),
+            Some(s) => *s = EchoSlot::new(src, &p, now),
+            None => pm.slots.push(EchoSlot::new(src, &p, now)),
         }
         let sent = p.echo.and_then(|e| {
-            pm.tx
+            let (key, at) = pm
+                .tx
                 .iter()
                 .filter(|((path, _), _)| path_byte(*path) == e.path)
-                .filter_map(|((path, _), tx)| {
-                    tx.sent_at(e.seq).map(|t| (*path, t, tx.counted_from))
-                })
-                .max_by_key(|(_, t, _)| *t)
-                .map(|(path, t, from)| (path, t, from, e))
+                .filter_map(|(key, tx)| tx.sent_at(e.seq).map(|t| (*key, t)))
+                .max_by_key(|(_, t)| *t)?;
+            if let Some(tx) = pm.tx.get_mut(&key) {
+                tx.fates.report(e.seq, e.received);
+            }
+            Some((key.0, at, e))
         });
         if let Some(m) = inner.paths.get_mut(&src.path) {
             m.health.probe_received(p.interval, now);
         }
-        if let Some((path, at, from, e)) = sent {
+        if let Some((path, at, e)) = sent {
             if let Some(m) = inner.paths.get_mut(&path) {
                 let rtt = now.saturating_duration_since(at).saturating_sub(e.delay);
                 m.quality.record_rtt(rtt);
-                m.quality
-                    .record_probe_report(e.seq.saturating_sub(from), e.received);
                 m.health.echoed(at);
             }
         }
@@ -504,6 +507,8 @@ impl Monitor {
             for m in inner.paths.values_mut() {
                 if duplicating_peer {
                     m.quality.record_copies(m.copies.0, m.copies.1);
+                } else {
+                    m.quality.clear_passive_loss();
                 }
                 m.copies = (0, 0);
             }
@@ -554,7 +559,7 @@ impl Monitor {
                 for (dst, local) in dests.each() {
                     let tx = pm.tx.entry((path.id, dst)).or_insert_with(|| ProbeTx {
                         seq: 0,
-                        counted_from: 0,
+                        fates: Fates::default(),
                         next_at: now,
                         sent: [(0, None); SENT_RING],
                     });
@@ -613,14 +618,26 @@ impl Monitor {
             let Some(m) = inner.paths.get_mut(&path.id) else {
                 continue;
             };
-            if !any_mpwg {
+            if any_mpwg {
+                let streams = inner.peers.values().flat_map(|pm| {
+                    let out = pm.tx.iter().filter(|((p, _), _)| *p == path.id);
+                    let inbound = pm.slots.iter().filter(|s| s.path == path.id);
+                    out.map(|(_, tx)| (true, tx.fates.counts()))
+                        .chain(inbound.map(|s| (false, s.fates.counts())))
+                });
+                let (out, inbound): (Vec<_>, Vec<_>) = streams.partition(|(o, _)| *o);
+                m.quality.set_probe_loss(
+                    quality::pooled_loss(out.into_iter().map(|(_, c)| c)),
+                    quality::pooled_loss(inbound.into_iter().map(|(_, c)| c)),
+                );
+            } else {
                 m.health.forget_probes();
                 m.quality.clear_probe_loss();
             }
             let exclusive = mode == Mode::Failover
                 && inner.failover.active() == Some(path.id as u64)
                 && plan.entries.iter().filter(|e| e.dup).count() == 1;
-            let loss = m.quality.loss_pct();
+            let loss = m.quality.settled_loss_pct();
             let from_down = m.health.state() == State::Down;
             let ours = if plan.entry(path.id).is_none_or(|e| e.dup || e.stripe) {
                 interval
@@ -628,12 +645,23 @@ impl Monitor {
                 settings.health.idle_interval
             };
             if let Some(s) = m.health.evaluate(now, any_mpwg, ours, exclusive, loss) {
-                if from_down && s != State::Down {
-                    // Back: what was lost while it was down does not count as its loss.
-                    let txs = inner.peers.values_mut().flat_map(|pm| pm.tx.iter_mut());
-                    for ((p, _), tx) in txs {
-                        if *p == path.id {
-                            tx.counted_from = tx.seq;
+                // The run of probe losses around an outage is the outage's, not the
+                // path's: marked when it goes down, forgotten when it is back.
+                for pm in inner.peers.values_mut() {
+                    let txs = pm.tx.iter_mut().filter(|((p, _), _)| *p == path.id);
+                    for (_, tx) in txs {
+                        if s == State::Down {
+                            tx.fates.went_down(tx.seq);
+                        } else if from_down {
+                            tx.fates.came_back(tx.seq + 1);
+                        }
+                    }
+                    for slot in pm.slots.iter_mut().filter(|s| s.path == path.id) {
+                        let newest = slot.fates.newest();
+                        if s == State::Down {
+                            slot.fates.went_down(newest);
+                        } else if from_down {
+                            slot.fates.came_back(newest + 1);
                         }
                     }
                 }
