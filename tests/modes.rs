@@ -681,3 +681,53 @@ fn failover_keeps_its_path_when_another_is_removed_or_added() {
         mpwg_show(a).text
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Quality: passive loss, goodput
+// ---------------------------------------------------------------------------------
+
+/// Duplicate mode measures a path's loss passively, from the copies of the peer's data
+/// that never arrived on it: with 10% of A's larger datagrams on path 2 dropped as
+/// they reach B (nft `numgen`; the probes, 64 bytes, pass, so the probes show no loss),
+/// B's `--json` gives path 2 a loss of 3% or more and path 1 1% or less while 1000-byte
+/// pings flow.
+#[test]
+fn duplicate_mode_measures_loss_from_missing_copies() {
+    let Some(_lab) = lab("duplicate_mode_measures_loss_from_missing_copies") else {
+        return;
+    };
+    let (pair, _router) = mpwg_pair(RoutedLab::new(71, 2), "duplicate");
+    nft(
+        &pair.b.ns,
+        "table netdev passive {\n  chain b2 { type filter hook ingress device \"b2\" priority 0; \
+         policy accept; meta l4proto udp udp length > 200 numgen random mod 100 < 10 drop; }\n}\n",
+    );
+    let out = pair.a.ns.run(&[
+        "ping",
+        "-c",
+        "400",
+        "-i",
+        "0.01",
+        "-s",
+        "1000",
+        "-W",
+        "2",
+        &pair.b.tunnel,
+    ]);
+    let v = show_json(&pair.b.dev);
+    let loss = |name: &str| json_path(&v, name)["loss_pct"].as_f64();
+    println!(
+        "10% of path 2's data dropped A -> B: B's loss_pct b1 {:?}, b2 {:?}",
+        loss("b1"),
+        loss("b2")
+    );
+    println!("{}", mpwg_show(&pair.b.dev).text);
+    assert!(
+        out.contains("400 received"),
+        "duplicate mode lost pings:\n{out}"
+    );
+    let lossy = loss("b2").unwrap_or_else(|| panic!("no loss figure for b2: {v:#}"));
+    assert!(lossy >= 3.0, "b2 loss {lossy}%: {v:#}");
+    let clean = loss("b1").unwrap_or_else(|| panic!("no loss figure for b1: {v:#}"));
+    assert!(clean <= 1.0, "b1 loss {clean}%: {v:#}");
+}
