@@ -18,6 +18,7 @@ use crate::datapath::schedule::ReorderLimits;
 use crate::io::tun::{GROTable, TunQueue};
 use crate::multipath::path::Source;
 use crate::multipath::reorder::{Reorder, ReorderStats};
+use crate::multipath::scheduler;
 use crate::protocol::device::receive::{RxBatch, PACKET_OFFSET};
 use crate::protocol::session::Session;
 
@@ -110,6 +111,19 @@ impl Reordering {
                 .map(|(s, c, src, slot)| (s.clone(), c, src, slot)),
         );
         for (session, counter, src, slot) in entries.drain(..) {
+            // TCP without payload (acknowledgements, duplicated by aggregate mode's
+            // sender) is not delayed: a flow's acknowledgements keep the fastest path's
+            // delay, and its round trip is the slow path's one way plus the fast one's.
+            let control = slot.is_some_and(|i| {
+                batch.packets()[i]
+                    .get(PACKET_OFFSET..)
+                    .is_some_and(scheduler::is_tcp_control)
+            });
+            let delay = if control {
+                Duration::ZERO
+            } else {
+                limits.delay_of(src.path)
+            };
             let item = slot.map(|i| {
                 let mut spare = self.spare();
                 std::mem::swap(&mut batch.packets()[i], &mut spare);
@@ -117,7 +131,6 @@ impl Reordering {
             });
             let i = self.session(&session);
             let out = &mut self.out;
-            let delay = limits.delay_of(src.path);
             self.sessions[i].1.push_paced(
                 Some(lane(src)),
                 counter,

@@ -199,12 +199,14 @@ impl Schedule {
         self.small_udp.store(bytes, Ordering::Relaxed);
     }
 
-    /// How an outgoing IP packet is sent: classified in adaptive mode, bulk otherwise.
+    /// How an outgoing IP packet is sent: classified in adaptive mode; in aggregate
+    /// mode, TCP without payload (acknowledgements) is interactive, so that it takes
+    /// the fastest path; bulk otherwise.
     pub fn traffic(&self, ip: &[u8]) -> Traffic {
-        if self.mode() == Mode::Adaptive {
-            scheduler::classify(ip, self.small_udp.load(Ordering::Relaxed))
-        } else {
-            Traffic::Bulk
+        match self.mode() {
+            Mode::Adaptive => scheduler::classify(ip, self.small_udp.load(Ordering::Relaxed)),
+            Mode::Aggregate if scheduler::is_tcp_control(ip) => Traffic::Interactive,
+            _ => Traffic::Bulk,
         }
     }
 
@@ -321,6 +323,23 @@ mod tests {
         }
         s.set_mode(Mode::Adaptive);
         assert_eq!(s.traffic(&icmp), Traffic::Interactive);
+        // Aggregate mode: only TCP without payload is interactive.
+        let mut ack = icmp.to_vec();
+        ack[9] = 6;
+        ack.truncate(20);
+        ack.extend_from_slice(&[0, 80, 0, 81, 0, 0, 0, 1, 0, 0, 0, 1, 5 << 4, 0x10, 0, 0]);
+        ack.extend_from_slice(&[0, 0, 0, 0]);
+        ack[3] = 40;
+        let mut data = ack.clone();
+        data.extend_from_slice(&[7; 100]);
+        data[3] = 140;
+        s.set_mode(Mode::Aggregate);
+        assert_eq!(s.traffic(&ack), Traffic::Interactive);
+        assert_eq!(s.traffic(&data), Traffic::Bulk);
+        assert_eq!(s.traffic(&icmp), Traffic::Bulk);
+        s.set_mode(Mode::Duplicate);
+        assert_eq!(s.traffic(&ack), Traffic::Bulk);
+        s.set_mode(Mode::Adaptive);
         assert_eq!(s.reorder_hold(), None);
         s.set_reorder_hold(Some(Duration::from_millis(7)));
         assert_eq!(s.reorder_hold(), Some(Duration::from_millis(7)));

@@ -396,6 +396,19 @@ pub fn classify(ip: &[u8], small_udp: usize) -> Traffic {
     }
 }
 
+/// True for a TCP packet without payload (an acknowledgement, SYN, FIN or RST): what
+/// aggregate mode duplicates rather than stripes, so that a flow's acknowledgements
+/// take the fastest path.
+pub fn is_tcp_control(ip: &[u8]) -> bool {
+    match transport(ip) {
+        Some((6, l4, _)) => {
+            let doff = l4.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
+            l4.len() <= doff
+        }
+        _ => false,
+    }
+}
+
 /// (protocol, transport header and payload, IP length) of an IPv4 or IPv6 packet; for
 /// IPv6, only when the next header is the transport (no extension headers).
 fn transport(ip: &[u8]) -> Option<(u8, &[u8], usize)> {
@@ -737,6 +750,9 @@ mod tests {
         let mut data = ack.clone();
         data.extend_from_slice(&[0u8; 1000]);
         assert_eq!(classify(&ipv4(6, &data), small), Traffic::Bulk);
+        assert!(is_tcp_control(&ipv4(6, &ack)) && is_tcp_control(&ipv4(6, &ts)));
+        assert!(!is_tcp_control(&ipv4(6, &data)));
+        assert!(!is_tcp_control(&ipv4(1, &[8, 0, 0, 0])) && !is_tcp_control(&[]));
         // UDP: DNS either way, small, and large.
         let mut dns = vec![0u8; 8 + 600];
         dns[2..4].copy_from_slice(&53u16.to_be_bytes());
