@@ -638,7 +638,7 @@ pub fn config(data: &[u8]) {
 /// worker does before sending); and packets (the split ones, or raw ones from the
 /// input) are coalesced for a TUN write (what the receive side does).
 pub fn gso_gro(data: &[u8]) {
-    use tun_rs::{GROTable, VirtioNetHdr};
+    use tun_rs::{GROTable, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
     let mut input = Input(data);
     let mode = input.byte();
     let hdr = VirtioNetHdr {
@@ -715,6 +715,40 @@ pub fn gso_gro(data: &[u8]) {
             b
         })
         .collect();
+    // mpwg's own coalescer, which the TUN write uses for TCP, on the same packets: each
+    // write stays within one IP packet's size after its virtio header, and either asks
+    // nothing or is a TCP GSO super-packet.
+    let mut tcp: Vec<Vec<u8>> = bufs
+        .iter()
+        .filter(|b| mpwg::io::tun::gro::kind(&b[PACKET_OFFSET..]) == mpwg::io::tun::gro::Kind::Tcp)
+        .cloned()
+        .collect();
+    let mut ours = mpwg::io::tun::gro::Coalescer::default();
+    ours.plan(&mut tcp, PACKET_OFFSET);
+    let mut writes = 0;
+    ours.write(
+        &tcp,
+        PACKET_OFFSET,
+        &mut |iov| {
+            let len: usize = iov.iter().map(|s| s.len()).sum();
+            let head = &iov[0][..VIRTIO_NET_HDR_LEN];
+            let gso = VirtioNetHdr::decode(head).expect("a whole virtio header");
+            if iov.len() > 1 {
+                assert!(
+                    len <= VIRTIO_NET_HDR_LEN + 65535,
+                    "a super-packet over 64 KiB"
+                );
+                assert!([1, 4].contains(&gso.gso_type) && gso.gso_size > 0);
+            } else {
+                assert!(head.iter().all(|&b| b == 0), "a packet alone asks nothing");
+            }
+            writes += 1;
+            Ok(len)
+        },
+        &|_| false,
+    )
+    .expect("the test writer never fails");
+    assert!(writes <= tcp.len());
     let mut gro = GROTable::new();
     let _ = gro.apply_gro(&mut bufs, PACKET_OFFSET, mode & 4 != 0);
 }
