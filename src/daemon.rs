@@ -398,6 +398,7 @@ impl Tunnel {
                     rtt: q.and_then(|q| q.srtt),
                     loss_pct: q.and_then(|q| q.loss_pct),
                     jitter: q.and_then(|q| q.jitter),
+                    goodput: q.map(|q| q.goodput),
                     local,
                     endpoints,
                     tx_packets: s.tx_packets.load(Ordering::Relaxed),

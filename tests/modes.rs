@@ -739,3 +739,35 @@ fn duplicate_mode_measures_loss_from_missing_copies() {
     let clean = loss("b1").unwrap_or_else(|| panic!("no loss figure for b1: {v:#}"));
     assert!(clean <= 1.0, "b1 loss {clean}%: {v:#}");
 }
+
+/// Goodput per path: during a bulk transfer A -> B in failover mode over 20 Mbit/s
+/// links, B's `--json` and `mpwg show` give the active path a goodput of over
+/// 1 Mbit/s and the backup, which carries only probes, about none (under 0.1).
+#[test]
+fn goodput_is_the_active_paths_and_not_the_backups() {
+    let Some(_lab) = lab("goodput_is_the_active_paths_and_not_the_backups") else {
+        return;
+    };
+    let (pair, _router) = mpwg_pair(RoutedLab::new(72, 2), "failover");
+    rates(&pair, &[20, 20]);
+    let v = thread::scope(|s| {
+        let t = s.spawn(|| tcp_transfer(&pair.a.ns, &pair.b.ns, &pair.b.tunnel, 12 << 20, 11));
+        // Sampled while the transfer runs (it takes about 5 s at 20 Mbit/s).
+        thread::sleep(Duration::from_secs(2));
+        let v = show_json(&pair.b.dev);
+        let text = mpwg_show(&pair.b.dev).text;
+        let d = t.join().unwrap();
+        println!("12 MiB in {d:?}\n{text}");
+        assert!(text.contains("GOODPUT"), "{text}");
+        v
+    });
+    let goodput = |name: &str| {
+        json_path(&v, name)["goodput_mbps"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no goodput_mbps for {name}: {v:#}"))
+    };
+    let (active, backup) = (goodput("b1"), goodput("b2"));
+    println!("goodput during the transfer: b1 {active:.2} Mbit/s, b2 {backup:.3} Mbit/s");
+    assert!(active > 1.0, "active path b1: {active} Mbit/s: {v:#}");
+    assert!(backup < 0.1, "backup path b2: {backup} Mbit/s: {v:#}");
+}

@@ -234,7 +234,7 @@ fn families(s: &Status) -> Vec<Family> {
         Option<Unit>,
         fn(&PathStatus) -> Option<f64>,
     );
-    let path_gauges: [PathGauge; 3] = [
+    let path_gauges: [PathGauge; 4] = [
         (
             "mpwg_path_rtt",
             "Smoothed round-trip time of the path (no series until measured)",
@@ -252,6 +252,12 @@ fn families(s: &Status) -> Vec<Family> {
             "Jitter of the path's round-trip time (no series until measured)",
             Some(Unit::Seconds),
             |p| p.jitter_ms.map(|ms| ms / 1000.0),
+        ),
+        (
+            "mpwg_path_goodput_bytes_per_second",
+            "The peer's data delivered through the path (first copies), bytes per second over the last second or so",
+            None,
+            |p| p.goodput_mbps.map(|m| m * 1e6 / 8.0),
         ),
     ];
     for (name, help, unit, value) in path_gauges {
@@ -370,6 +376,7 @@ mod tests {
             r#"mpwg_path_wins_total{device="mp0",path="eth0"} 7"#,
             r#"mpwg_path_duplicates_dropped_total{device="mp0",path="eth0"} 2"#,
             r#"mpwg_path_rtt_seconds{device="mp0",path="eth0"} 0.0125"#,
+            r#"mpwg_path_goodput_bytes_per_second{device="mp0",path="eth0"} 5062500.0"#,
             r#"mpwg_peer_last_handshake_timestamp_seconds{device="mp0",peer="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="} 1700000000"#,
             r#"mpwg_peer_tx_bytes_total{device="mp0",peer="xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="} 1000"#,
             r#"mpwg_handshakes_total{device="mp0",result="accepted"} 2"#,

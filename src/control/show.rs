@@ -40,6 +40,8 @@ pub struct PathRow {
     pub loss_pct: Option<f64>,
     /// Jitter.
     pub jitter: Option<Duration>,
+    /// Goodput: bytes/s of the peer's data delivered through the path.
+    pub goodput: Option<f64>,
     /// The interface's addresses.
     pub local: Vec<String>,
     /// Where this path sends to the peers.
@@ -142,6 +144,7 @@ pub fn format_show(s: &Show) -> String {
         "RTT",
         "LOSS",
         "JITTER",
+        "GOODPUT",
         "LOCAL",
         "PEER ENDPOINTS",
         "TX PKTS",
@@ -173,6 +176,8 @@ pub fn format_show(s: &Show) -> String {
                 p.loss_pct.map_or("-".into(), |l| format!("{l:.1}%")),
                 p.jitter
                     .map_or("-".into(), |d| format!("{:.1}ms", d.as_secs_f64() * 1000.0)),
+                p.goodput
+                    .map_or("-".into(), |b| format!("{:.2}Mbit/s", b * 8.0 / 1e6)),
                 join(&p.local),
                 join(&p.endpoints),
                 p.tx_packets.to_string(),
@@ -339,6 +344,7 @@ mod tests {
                     rtt: Some(Duration::from_micros(12_345)),
                     loss_pct: Some(0.0),
                     jitter: Some(Duration::from_micros(400)),
+                    goodput: Some(1.25e6),
                     local: vec!["10.1.1.1/24".into()],
                     endpoints: vec!["10.1.1.2:51820".parse().unwrap()],
                     tx_packets: 10,
@@ -379,7 +385,7 @@ mod tests {
             "interface: mp0  listening port: 51820  mode: duplicate  receive: all"
         );
         assert!(lines[1].starts_with(
-            "PATH  IFACE  INDEX  STATE  SINCE      MTU   RTT     LOSS  JITTER  LOCAL"
+            "PATH  IFACE  INDEX  STATE  SINCE      MTU   RTT     LOSS  JITTER  GOODPUT      LOCAL"
         ));
         assert!(lines[1].ends_with("RX CALLS  GSO"), "{}", lines[1]);
         let row: Vec<&str> = lines[2].split_whitespace().collect();
@@ -396,6 +402,7 @@ mod tests {
                 "12.3ms",
                 "0.0%",
                 "0.4ms",
+                "10.00Mbit/s",
                 "10.1.1.1/24",
                 "10.1.1.2:51820",
                 "10",
@@ -417,8 +424,8 @@ mod tests {
             row[..10],
             ["1", "wlan0", "5", "down", "-", "-", "-", "-", "-", "-"]
         );
-        assert_eq!(row[15], "3");
-        assert_eq!(row[16], "never");
+        assert_eq!(row[16], "3");
+        assert_eq!(row[17], "never");
         assert_eq!(row.last(), Some(&"off"));
         assert_eq!(lines[4], "note: path 1 (wlan0): its MTU is small");
         assert_eq!(

@@ -63,6 +63,9 @@ pub struct PathStatus {
     pub loss_pct: Option<f64>,
     /// Jitter in milliseconds; `null` until measured.
     pub jitter_ms: Option<f64>,
+    /// Goodput in Mbit/s: the peer's data delivered through the path (first copies),
+    /// over the last second or so; `null` without a path monitor's figure.
+    pub goodput_mbps: Option<f64>,
     /// Failover priority in use (lower is preferred): the configured one, else the
     /// path's place in the list.
     pub priority: u32,
@@ -199,6 +202,7 @@ pub fn collect(interface: &str, paths: &Paths, monitor: &Monitor, device: &Devic
                 rtt_ms: ms(q.and_then(|q| q.srtt)),
                 loss_pct: q.and_then(|q| q.loss_pct),
                 jitter_ms: ms(q.and_then(|q| q.jitter)),
+                goodput_mbps: q.map(|q| q.goodput * 8.0 / 1e6),
                 priority: monitor.priority_of(p.label(), pos),
                 weight: monitor.path_options(p.label()).weight,
                 tx_packets: r(&s.tx_packets),
@@ -272,6 +276,7 @@ pub(crate) mod tests {
                     state: "up".into(),
                     state_changed_ms_ago: Some(60_000),
                     rtt_ms: Some(12.5),
+                    goodput_mbps: Some(40.5),
                     tx_packets: 10,
                     rx_packets: 9,
                     tx_bytes: 1000,
@@ -323,6 +328,7 @@ pub(crate) mod tests {
             "rtt_ms",
             "loss_pct",
             "jitter_ms",
+            "goodput_mbps",
             "tx_packets",
             "rx_packets",
             "tx_bytes",
@@ -333,6 +339,8 @@ pub(crate) mod tests {
         }
         assert_eq!(p["rtt_ms"], 12.5);
         assert!(p["loss_pct"].is_null());
+        assert_eq!(p["goodput_mbps"], 40.5);
+        assert!(v["paths"][1]["goodput_mbps"].is_null());
         assert!(v["paths"][1]["rtt_ms"].is_null());
         assert!(v["paths"][1]["last_rx_ms_ago"].is_null());
         let peer = &v["peers"][0];

@@ -122,7 +122,8 @@ pub struct PathReport {
     pub jitter: Option<Duration>,
     /// Loss, percent.
     pub loss_pct: Option<f64>,
-    /// Goodput (bytes delivered through it), bytes/s.
+    /// Goodput: bytes/s of the peer's data delivered through it (first copies, over the
+    /// last second or so; probes and dropped duplicates do not count).
     pub goodput: f64,
     /// Striping weight in use.
     pub weight: f64,
@@ -484,10 +485,15 @@ impl Monitor {
                 m.health.heard(now);
             }
             m.health.link(path.is_up());
-            if wins > 0 {
-                m.quality
-                    .record_delivered(d(c.rx_bytes, m.last.rx_bytes), now);
-            }
+            // The bytes of first copies: the path's received bytes in the share of its
+            // packets that won (probes are not wins, and are few bytes). Zero when none
+            // won, so an idle path's rate falls to zero.
+            let rx = d(c.rx_bytes, m.last.rx_bytes);
+            let won = match wins + dups {
+                0 => 0,
+                n => (u128::from(rx) * u128::from(wins) / u128::from(n)) as u64,
+            };
+            m.quality.record_delivered(won, now);
             m.copies.1 += wins + dups;
             delivered += wins;
             sent_packets += tx;
