@@ -307,16 +307,20 @@ fn run(shared: Arc<Shared>, p: usize, mut tun: File) {
     }
 }
 
-/// xorshift64*: the loss and jitter draws (seeded per path, so a run is repeatable).
-/// Written here rather than taken from `super::Rng` so that this file stands alone.
-struct Rng(u64);
+/// A deterministic pseudo-random generator (xorshift64*): the loss and jitter draws
+/// (seeded per path, so a run is repeatable), and the tests' payloads and garbage
+/// (`tests/common` adds its helpers to it). It lives here so that this file, which
+/// `examples/link_emulator.rs` includes by its path, stands alone.
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    /// A generator from `seed` (any value; 0 is made odd).
+    pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;

@@ -1020,23 +1020,10 @@ pub fn ping_until(ns: &Netns, dst: &str, timeout: Duration) -> bool {
     false
 }
 
-/// A deterministic pseudo-random generator (xorshift64*), for payloads and garbage.
-pub struct Rng(u64);
+/// The lab's pseudo-random generator ([`emulator::link::Rng`]), with the tests' helpers.
+pub use emulator::link::Rng;
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
