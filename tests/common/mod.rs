@@ -1698,9 +1698,22 @@ impl PingRun {
     /// `ping -n -q -c COUNT -i INTERVAL -W 1 DST` in `ns`. Intervals below 0.2 s need
     /// root, which the lab has anyway.
     pub fn start(ns: &Netns, dst: &str, count: u32, interval: &str) -> PingRun {
+        PingRun::spawn(ns, dst, count, interval, "1")
+    }
+
+    /// Like [`PingRun::start`], keeping to the rate asked for (`-l 2`). With an interval
+    /// of 10 ms or more, iputils ping (20221126) sleeps past each send time to the next
+    /// scheduler tick, and with its default preload of 1 it never makes the overshoot up:
+    /// `-i 0.01` sends about 62 requests a second, not 100 (300 take 4.8 s, even to
+    /// 127.0.0.1). A preload of 2 lets it catch up (two requests may leave together).
+    pub fn start_steady(ns: &Netns, dst: &str, count: u32, interval: &str) -> PingRun {
+        PingRun::spawn(ns, dst, count, interval, "2")
+    }
+
+    fn spawn(ns: &Netns, dst: &str, count: u32, interval: &str, preload: &str) -> PingRun {
         let count = count.to_string();
         let argv = [
-            "ping", "-n", "-q", "-c", &count, "-i", interval, "-W", "1", dst,
+            "ping", "-n", "-q", "-c", &count, "-i", interval, "-l", preload, "-W", "1", dst,
         ];
         let child = ns.spawn(&argv, Stdio::piped(), Stdio::piped());
         PingRun {
@@ -1801,6 +1814,15 @@ impl EchoStream {
         let before = icmp_echo_counters(ns);
         EchoStream {
             ping: PingRun::start(ns, dst, count, interval),
+            before,
+        }
+    }
+
+    /// Like [`EchoStream::start`], through [`PingRun::start_steady`]: at the rate asked for.
+    pub fn start_steady(ns: &Netns, dst: &str, count: u32, interval: &str) -> EchoStream {
+        let before = icmp_echo_counters(ns);
+        EchoStream {
+            ping: PingRun::start_steady(ns, dst, count, interval),
             before,
         }
     }
