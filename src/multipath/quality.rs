@@ -191,7 +191,7 @@ impl Quality {
     }
 }
 
-/// The fate of each of the last [`FATE_WINDOW`] probes of one stream (one end's probes
+/// The fate of each of the last 64 probes (`FATE_WINDOW`) of one stream (one end's probes
 /// to one address on one path): arrived, lost, or not known yet. Each probe counts once,
 /// whatever number of reports tell of it, so the loss figure is the share of lost
 /// probes among those decided, with no weight on the newest.
