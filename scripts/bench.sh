@@ -224,6 +224,18 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 started() { PIDS+=("$1"); }
+# iperf_server NS ADDR LOG: a one-shot iperf3 server on ADDR:$IPERF_PORT in NS, its PID
+# in IPERF_PID (and ours to end), returning once it listens (2 s at most)
+iperf_server() {
+    local i
+    ip netns exec "$1" iperf3 -s -1 -B "$2" -p "$IPERF_PORT" >"$3" 2>&1 &
+    IPERF_PID=$!
+    started "$IPERF_PID"
+    for i in {1..100}; do
+        ip netns exec "$1" ss -Hltn "sport = :$IPERF_PORT" 2>/dev/null | grep -q . && break
+        sleep 0.02
+    done
+}
 reaped() { # PID: waited for, so no longer ours to signal
     local i
     for i in "${!PIDS[@]}"; do [[ ${PIDS[$i]} == "$1" ]] && unset 'PIDS[i]'; done
@@ -610,13 +622,8 @@ run_test() {
         udp64) args=(-u -b 0 -l 36) ;;
         udp1400) args=(-u -b 0 -l 1372) ;;
     esac
-    ip netns exec "$nsb" iperf3 -s -1 -B "$addr" -p "$IPERF_PORT" >"$f.server.log" 2>&1 &
-    spid=$!
-    started "$spid"
-    for i in {1..100}; do
-        ip netns exec "$nsb" ss -Hltn "sport = :$IPERF_PORT" 2>/dev/null | grep -q . && break
-        sleep 0.02
-    done
+    iperf_server "$nsb" "$addr" "$f.server.log"
+    spid=$IPERF_PID
     read -ra c0 <<<"$(ticks "${PID_A[$id]}" "${PID_B[$id]}")"
     local box0 box1 sirq0 sirq1 u0 u1
     read -ra box0 <<<"$(box_ticks)"

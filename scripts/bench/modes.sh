@@ -171,13 +171,8 @@ mode_system() {
 mode_test() {
     local s=$1 r=$2 sys=$3 k=$4 f spid cpid i c0 c1 g0 g1 line
     f=$OUT/raw/modes/$s-r$r-$sys
-    ip netns exec "$MNS_B" iperf3 -s -1 -B "10.78.$k.2" -p "$IPERF_PORT" >"$f.server.log" 2>&1 &
-    spid=$!
-    started "$spid"
-    for i in {1..100}; do
-        ip netns exec "$MNS_B" ss -Hltn "sport = :$IPERF_PORT" 2>/dev/null | grep -q . && break
-        sleep 0.02
-    done
+    iperf_server "$MNS_B" "10.78.$k.2" "$f.server.log"
+    spid=$IPERF_PID
     read -ra g0 <<<"$(tcp_segs "$MNS_A")"
     read -ra c0 <<<"$(ticks "${MPID_A[$sys]}" "${MPID_B[$sys]}")"
     timeout $((DURATION + 20)) ip netns exec "$MNS_A" iperf3 -c "10.78.$k.2" -p "$IPERF_PORT" -t "$DURATION" \
