@@ -54,7 +54,8 @@ pub const MPWG_TTL: Duration = Duration::from_secs(10);
 const ACTIVE_FOR: Duration = Duration::from_secs(1);
 /// Probe send times remembered per (path, address), for the echoes.
 const SENT_RING: usize = 64;
-/// How often aggregate mode's shares are rebalanced.
+/// How often aggregate mode's shares are rebalanced, at most: no more often than a path
+/// is probed either, so that each step sees a new sample.
 pub const REBALANCE: Duration = Duration::from_millis(100);
 /// The replay window a striped path's lag must stay within (the kernel's, and ours).
 const REPLAY_WINDOW: u64 = 8128;
@@ -533,17 +534,20 @@ impl Monitor {
                 continue;
             };
             let mode = self.schedule.mode();
+            let plan = self.schedule.plan();
             let mut flags = 0;
             if active {
                 flags |= probe::FLAG_ACTIVE;
             }
-            if mode.stripes() {
+            // Striping over one path (the others lossy or too late) keeps order: the
+            // far end need not hold anything back, and holding costs a flow the hold
+            // whenever a probe on a left-out path is lost.
+            if mode.stripes() && plan.entries.iter().filter(|e| e.stripe).count() >= 2 {
                 flags |= probe::FLAG_STRIPING;
             }
             if mode == Mode::Duplicate {
                 flags |= probe::FLAG_DUPLICATE;
             }
-            let plan = self.schedule.plan();
             for path in &list {
                 if !path.is_up() {
                     continue;
@@ -684,10 +688,9 @@ impl Monitor {
         }
 
         // Aggregate mode's shares, among the paths that were striping candidates.
-        if inner
-            .last_rebalance
-            .is_none_or(|t| now.saturating_duration_since(t) >= REBALANCE)
-        {
+        if inner.last_rebalance.is_none_or(|t| {
+            now.saturating_duration_since(t) >= REBALANCE.max(settings.health.active_interval)
+        }) {
             inner.last_rebalance = Some(now);
             let ids: Vec<PathId> = plan
                 .entries
@@ -721,7 +724,7 @@ impl Monitor {
                     // wrong probe (or crossing to another path) would set the minimum
                     // below the path's base for good, and starve it.
                     let q = &inner.paths[id].quality;
-                    Some(q.srtt()?.saturating_sub(q.rtt_quantile(0.05)?))
+                    Some(q.recent_rtt()?.saturating_sub(q.rtt_quantile(0.05)?))
                 })
                 .collect();
             scheduler::rebalance(&mut shares, &queueing);
@@ -780,9 +783,7 @@ impl Monitor {
             .map(|v| (list[v.id].id, dup.contains(v.id), stripe.contains(v.id)))
             .collect();
         if plan.same_shape(&shape) {
-            for (e, v) in plan.entries.iter().zip(&views) {
-                e.set_weight(v.weight);
-            }
+            plan.set_weights(views.iter().map(|v| v.weight));
         } else {
             tracing::debug!(?shape, "plan: (path, duplicated, striped)");
             self.schedule.publish(Plan {

@@ -36,7 +36,7 @@ use std::time::Duration;
 pub const PROBE_LEN: usize = 32;
 /// First byte of a probe: high nibble 1 (not an IP version), low nibble the version.
 pub const PROBE_TYPE: u8 = 0x11;
-/// Flag: the sender stripes data over its paths; the receiver should reorder.
+/// Flag: the sender stripes data over two paths or more; the receiver should reorder.
 pub const FLAG_STRIPING: u8 = 1;
 /// Flag: the sender is probing at its active (traffic flowing) rate.
 pub const FLAG_ACTIVE: u8 = 2;

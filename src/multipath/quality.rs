@@ -28,6 +28,7 @@ const ECHO_BITS: u32 = 32;
 #[derive(Debug, Clone)]
 pub struct Quality {
     srtt: Option<Duration>,
+    recent: Option<Duration>,
     rttvar: Duration,
     min_rtt: Option<Duration>,
     last_rtt: Option<Duration>,
@@ -43,6 +44,7 @@ impl Default for Quality {
     fn default() -> Self {
         Quality {
             srtt: None,
+            recent: None,
             rttvar: Duration::ZERO,
             min_rtt: None,
             last_rtt: None,
@@ -60,9 +62,11 @@ impl Default for Quality {
 
 impl Quality {
     /// Records one round-trip sample: RFC 6298 smoothing (1/8, 1/4), the minimum, the
-    /// histogram, and jitter as RFC 3550 computes it (the mean deviation between
-    /// consecutive samples, smoothed by 1/16).
+    /// histogram, jitter as RFC 3550 computes it (the mean deviation between
+    /// consecutive samples, smoothed by 1/16), and the recent round trip (smoothed by
+    /// 1/2).
     pub fn record_rtt(&mut self, rtt: Duration) {
+        self.recent = Some(self.recent.map_or(rtt, |r| (r + rtt) / 2));
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -91,6 +95,14 @@ impl Quality {
     /// The smoothed round trip, once there is a sample.
     pub fn srtt(&self) -> Option<Duration> {
         self.srtt
+    }
+
+    /// The round trip smoothed over the last two or three samples only: what aggregate
+    /// mode balances. The smoothed round trip takes about eight probes (a second at the
+    /// default interval) to follow a queue that grows, and striping steered by it swings
+    /// past its mark; one sample alone carries a packet's serialization jitter.
+    pub fn recent_rtt(&self) -> Option<Duration> {
+        self.recent
     }
 
     /// RFC 6298's round-trip variation.
@@ -411,6 +423,13 @@ mod tests {
         q.record_rtt(ms(100));
         // 7/8 of 10 ms plus 1/8 of 100 ms.
         assert_eq!(q.srtt(), Some(Duration::from_micros(21_250)));
+        // The recent round trip: half of 10 ms, half of 100 ms; two more samples of 10 ms
+        // bring it back within 25 ms, where the smoothed one still says 18.
+        assert_eq!(q.recent_rtt(), Some(ms(55)));
+        q.record_rtt(ms(10));
+        q.record_rtt(ms(10));
+        assert_eq!(q.recent_rtt(), Some(Duration::from_micros(21_250)));
+        assert!(q.srtt().unwrap() > ms(17), "{:?}", q.srtt());
         assert_eq!(q.min_rtt(), Some(ms(10)));
         let p50 = q.rtt_quantile(0.5).unwrap();
         let p99 = q.rtt_quantile(0.99).unwrap();

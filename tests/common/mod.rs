@@ -176,6 +176,11 @@ impl Default for TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // MPWG_TEST_KEEP=1 keeps them (daemon logs, configs) for a person debugging.
+        if std::env::var_os("MPWG_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = fs::remove_dir_all(&self.0);
     }
 }
