@@ -301,33 +301,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bulk_is_striped_by_weight_in_striping_modes_only() {
-        let p = plan();
+    /// How many of `n` striped picks of 1000 bytes went to paths 3 and 7.
+    fn striped(p: &Plan, n: usize) -> [usize; 2] {
         let mut got = [0usize; 2];
-        for _ in 0..400 {
+        for _ in 0..n {
             match p.pick(Mode::Aggregate, Traffic::Bulk, 1000) {
                 Pick::One(3) => got[0] += 1,
                 Pick::One(7) => got[1] += 1,
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(got, [300, 100]);
+        got
+    }
+
+    #[test]
+    fn bulk_is_striped_by_weight_in_striping_modes_only() {
+        let p = plan();
+        assert_eq!(striped(&p, 400), [300, 100]);
         assert_eq!(p.pick(Mode::Adaptive, Traffic::Interactive, 1), Pick::Dup);
         assert_eq!(p.pick(Mode::Duplicate, Traffic::Bulk, 1), Pick::Dup);
         assert_eq!(p.pick(Mode::Failover, Traffic::Bulk, 1), Pick::Dup);
         // New weights: the count starts again, so the path whose share grew is not
         // given everything until it has caught up.
         p.set_weights([10.0, 10.0, 100.0]);
-        let mut got = [0usize; 2];
-        for _ in 0..10 {
-            match p.pick(Mode::Aggregate, Traffic::Bulk, 1000) {
-                Pick::One(3) => got[0] += 1,
-                Pick::One(7) => got[1] += 1,
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(got, [5, 5]);
+        assert_eq!(striped(&p, 10), [5, 5]);
         assert!(p.takes_dup(3, false) && !p.takes_dup(7, true));
         assert!(p.takes_dup(42, true) && !p.takes_dup(42, false));
         assert_eq!(
