@@ -453,8 +453,8 @@ fn aggregate_adds_up_rate_limited_links() {
 /// paths' delays out.
 ///
 /// Transfers of 64 MiB: over the 80 ms round trip that striping gives the flow, slow
-/// start is a good part of a 24 MiB one (measured: 1.47 times with 24 MiB; 1.76-1.79
-/// with 64 in five runs; BBR, this kernel's default in a namespace).
+/// start is a good part of a 24 MiB one (measured: 1.47 times with 24 MiB; 1.76-1.80
+/// with 64 MiB in five runs; BBR, this kernel's default in a namespace).
 #[test]
 fn aggregate_over_paths_of_different_delay() {
     let Some(_lab) = lab("aggregate_over_paths_of_different_delay") else {
@@ -498,7 +498,8 @@ fn aggregate_over_paths_of_different_delay() {
         "aggregate {agg:.1} Mbit/s, best single path {single:.1}"
     );
     // The other goal, under 1% retransmitted, is printed, not asserted: met in
-    // three runs of this test alone (0.12-0.38%), missed in two runs of the whole file
+    // three of five runs (0.12-0.17%; two of this test alone, one of the whole file),
+    // missed in two runs of the whole file
     // (5.0% and 11%; the best single path alone: 1.4-2.5%). In those, the fast path
     // kept a standing queue (31 ms round trip, 8 ms jitter), the hold reached its 50 ms
     // cap, and gaps were given up (`mpwg show`: 685 and 1236 given up, 4059 and 5857
