@@ -242,9 +242,10 @@ fn failover_idles_the_backup_and_survives_a_silent_cut() {
         share * 100.0
     );
 
-    // Plain `-i 0.01`: about 62 pings a second. At a true 100 (`start_steady`) one run
-    // lost 26 of the 30 allowed, too close to the line for CI on a busy 2-core machine.
-    let ping = EchoStream::start(&pair.a.ns, &pair.b.tunnel, 400, "0.01");
+    // A true 100 pings a second. Both ends suspect the primary after 50 ms of silence
+    // and copy to the backup until it is down (253 ms): without that, one run lost 26 of
+    // the 30 allowed.
+    let ping = EchoStream::start_steady(&pair.a.ns, &pair.b.tunnel, 400, "0.01");
     sleep_until(ping.started() + Duration::from_secs(1));
     router.cut(1);
     let e = ping.finish(&pair.a.ns);

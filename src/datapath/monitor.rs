@@ -649,12 +649,26 @@ impl Monitor {
                 && plan.entries.iter().filter(|e| e.dup).count() == 1;
             let loss = m.quality.settled_loss_pct();
             let from_down = m.health.state() == State::Down;
+            let was_suspect = m.health.suspect();
             let ours = if plan.entry(path.id).is_none_or(|e| e.dup || e.stripe) {
                 interval
             } else {
                 settings.health.idle_interval
             };
-            if let Some(s) = m.health.evaluate(now, any_mpwg, ours, exclusive, loss) {
+            let changed = m.health.evaluate(now, any_mpwg, ours, exclusive, loss);
+            if m.health.suspect() != was_suspect {
+                // Debug only: a pause in a flow looks the same, and it is no event.
+                tracing::debug!(
+                    path = path.label(),
+                    suspect = m.health.suspect(),
+                    silent_ms = m
+                        .health
+                        .last_heard()
+                        .map(|h| now.saturating_duration_since(h).as_millis()),
+                    "path suspicion"
+                );
+            }
+            if let Some(s) = changed {
                 // The run of probe losses around an outage is the outage's, not the
                 // path's: marked when it goes down, forgotten when it is back.
                 for pm in inner.peers.values_mut() {
@@ -757,6 +771,7 @@ impl Monitor {
                     srtt: m.and_then(|m| m.quality.srtt()),
                     weight: opts.weight.unwrap_or_else(|| m.map_or(1.0, |m| m.share)),
                     trial: m.is_some_and(|m| m.health.on_trial()),
+                    suspect: m.is_some_and(|m| m.health.suspect()),
                 }
             })
             .collect();

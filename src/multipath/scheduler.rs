@@ -155,6 +155,9 @@ pub struct PathView {
     pub weight: f64,
     /// On trial against a stock peer: gets copies in failover mode.
     pub trial: bool,
+    /// Silent for longer than its usual gaps (see [`crate::multipath::Health::suspect`]):
+    /// in failover mode, while the active path is suspect the best other path gets copies.
+    pub suspect: bool,
 }
 
 fn set_of<'a>(paths: impl IntoIterator<Item = &'a PathView>) -> PathSet {
@@ -227,8 +230,9 @@ impl Failover {
         self.active
     }
 
-    /// Where data goes as of `now`: the active path, and paths on trial; every present
-    /// path if none works.
+    /// Where data goes as of `now`: the active path, and paths on trial, and while the
+    /// active path is suspect the best other working path; every present path if none
+    /// works.
     pub fn choose(&mut self, paths: &[PathView], now: Instant) -> PathSet {
         let good = healthy(paths);
         let best = paths
@@ -254,6 +258,16 @@ impl Failover {
         };
         let mut s = set_of(paths.iter().filter(|p| p.present && p.trial));
         s.insert(a.id);
+        if a.suspect {
+            // A lossy backup covers a cut too: `up` ones first, then `degraded`.
+            let cover = paths
+                .iter()
+                .filter(|p| p.id != a.id && p.present && p.state != State::Down)
+                .min_by_key(|p| (p.state != State::Up, rank(p)));
+            if let Some(c) = cover {
+                s.insert(c.id);
+            }
+        }
         s
     }
 }
@@ -483,6 +497,7 @@ mod tests {
             srtt: Some(Duration::from_millis(srtt_ms)),
             weight: 1.0,
             trial: false,
+            suspect: false,
         }
     }
 
@@ -650,6 +665,35 @@ mod tests {
         let mut p = vec![view(0, State::Degraded, 0, 10), view(1, State::Up, 1, 10)];
         p[0].trial = true;
         assert_eq!(ids(f.choose(&p, now)), vec![0, 1]);
+    }
+
+    #[test]
+    fn failover_copies_to_the_best_backup_while_the_active_path_is_suspect() {
+        let now = Instant::now();
+        let mut f = Failover::default();
+        let mut p = vec![
+            view(0, State::Up, 0, 10),
+            view(1, State::Degraded, 1, 10),
+            view(2, State::Up, 2, 30),
+            view(3, State::Up, 3, 5),
+        ];
+        assert_eq!(ids(f.choose(&p, now)), vec![0]);
+        p[0].suspect = true;
+        // An `up` backup before a `degraded` one, then by priority; the active path stays.
+        assert_eq!(ids(f.choose(&p, now)), vec![0, 2]);
+        assert_eq!(f.active(), Some(100));
+        p[2].state = State::Down;
+        p[3].state = State::Down;
+        assert_eq!(ids(f.choose(&p, now)), vec![0, 1]);
+        // A suspect backup changes nothing; nor does suspicion with no backup left.
+        p[0].suspect = false;
+        p[1].suspect = true;
+        assert_eq!(ids(f.choose(&p, now)), vec![0]);
+        p[0].suspect = true;
+        p[1].state = State::Down;
+        assert_eq!(ids(f.choose(&p, now)), vec![0]);
+        p[0].suspect = false;
+        assert_eq!(ids(f.choose(&p, now)), vec![0]);
     }
 
     #[test]
