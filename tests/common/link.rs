@@ -18,7 +18,7 @@
 //!   random amount in `[0, jitter]`; releases never overtake each other (no reordering
 //!   within a link, unlike netem's jitter), which is what a real queueing link does.
 //!
-//! Timing granularity is poll(2)'s millisecond. Packets are IPv4 only.
+//! Timing granularity is ppoll(2)'s (tens of microseconds). Packets are IPv4 only.
 //!
 //! # The router's plumbing ([`router_plumbing`])
 //!
@@ -37,6 +37,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+/// The longest a forwarder waits for a packet before it looks at its stop flag again.
+const IDLE_WAIT: Duration = Duration::from_millis(20);
 
 /// One direction of one emulated link.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -235,17 +238,26 @@ fn run(shared: Arc<Shared>, p: usize, mut tun: File) {
             .iter()
             .filter_map(|q| q.packets.front().map(|(t, _)| *t))
             .min();
-        let wait_ms = match next {
-            Some(t) => t.saturating_duration_since(now).as_millis().min(20) as i32,
-            None => 20,
+        // To the microsecond (ppoll), not poll(2)'s millisecond: with a release due in
+        // under a millisecond, poll(2) would be given 0 and the thread would spin
+        // (measured over `aggregate_over_paths_of_different_delay`, test process and
+        // its children: 1.09 CPU seconds per second with poll(2), 0.49-0.55 with ppoll;
+        // on a 2-core machine that spin was taken from the tunnel's ends).
+        let wait = next.map_or(IDLE_WAIT, |t| {
+            t.saturating_duration_since(now).min(IDLE_WAIT)
+        });
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: wait.subsec_nanos() as libc::c_long,
         };
         let mut pfd = libc::pollfd {
             fd: tun.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: poll(2) on one pollfd that lives across the call.
-        unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        // SAFETY: ppoll(2) on one pollfd and a timespec that live across the call, with
+        // no signal mask.
+        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
         loop {
             match tun.read(&mut buf) {
                 Ok(0) => break,
