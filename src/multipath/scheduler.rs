@@ -155,7 +155,7 @@ pub struct PathView {
     pub weight: f64,
     /// On trial against a stock peer: gets copies in failover mode.
     pub trial: bool,
-    /// Silent for longer than its usual gaps (see [`crate::multipath::Health::suspect`]):
+    /// Silent for longer than its usual gaps (see [`crate::multipath::health::Health::suspect`]):
     /// in failover mode, while the active path is suspect the best other path gets copies.
     pub suspect: bool,
 }
