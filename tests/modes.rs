@@ -456,7 +456,11 @@ fn aggregate_adds_up_rate_limited_links() {
 /// Transfers of 64 MiB: over the 80 ms round trip that striping gives the flow, slow
 /// start is a good part of a 24 MiB one (measured: 1.47 times with 24 MiB; with 64 MiB
 /// 1.76-1.80 in five runs at 832e5a5; at 6ae1937 1.67-1.90 in twelve of thirteen, and
-/// once 1.07 (see below); BBR, this kernel's default in a namespace).
+/// once 1.07 (see below); BBR, this kernel's default in a namespace). On 2026-12-03 a
+/// clean-clone CI run gave 1.42 and 1.40 in its two transfers: BBR had taken the
+/// handshake's round trip (the fast path's 21 ms: SYNs were not delayed) for the flow's
+/// least while data took 52 ms, and stayed window-limited. With SYNs delayed like data
+/// (`scheduler::is_tcp_ack_only`), eight runs of this test gave 1.66-1.92.
 #[test]
 fn aggregate_over_paths_of_different_delay() {
     let Some(_lab) = lab("aggregate_over_paths_of_different_delay") else {
@@ -510,7 +514,12 @@ fn aggregate_over_paths_of_different_delay() {
         agg >= 1.5 * single,
         "aggregate {agg:.1} Mbit/s, best single path {single:.1}"
     );
-    // The other goal, under 1% retransmitted, is printed, not asserted: met in
+    // The other goal, under 1% retransmitted, is printed, not asserted. Since
+    // SYNs are delayed like data it is missed in every run (2.7-10% in eight): BBR's
+    // window is no longer held under the paths' delay, so it fills both tbf queues
+    // (20 ms each; 700-1200 drops in the test's four transfers) and the 40 ms path's
+    // queue makes its packets later than the 50 ms cap (97-1330 gaps given up in one
+    // transfer). Before, it was met in
     // nine of fourteen runs of 6ae1937's code (0.00-0.59%; two of them of the whole
     // file), missed in five (2.5-11%; the best single path alone: 1.3-1.7%). In those the hold
     // reached its 50 ms cap and gaps were given up (`mpwg show`: 204 given up and 910

@@ -433,6 +433,23 @@ pub fn is_tcp_control(ip: &[u8]) -> bool {
     }
 }
 
+/// True for a TCP acknowledgement that carries nothing else: no payload, and no SYN
+/// (a FIN or RST counts). The receive side does not delay these to the slowest path's
+/// delay in aggregate mode, so that a flow's acknowledgements keep the fastest path's
+/// delay; a SYN or SYN-ACK is delayed like data, so that the handshake's round trip,
+/// which a delay-based sender (BBR) takes as the flow's least, is the round trip that
+/// data will see (see [`crate::multipath::reorder::Reorder::push_paced`]).
+pub fn is_tcp_ack_only(ip: &[u8]) -> bool {
+    match transport(ip) {
+        Some((6, l4, _)) => {
+            let doff = l4.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
+            let syn = l4.get(13).is_some_and(|f| f & 0x02 != 0);
+            l4.len() <= doff && !syn
+        }
+        _ => false,
+    }
+}
+
 /// (protocol, transport header and payload, IP length) of an IPv4 or IPv6 packet; for
 /// IPv6, only when the next header is the transport (no extension headers).
 fn transport(ip: &[u8]) -> Option<(u8, &[u8], usize)> {
@@ -831,6 +848,15 @@ mod tests {
         assert!(is_tcp_control(&ipv4(6, &ack)) && is_tcp_control(&ipv4(6, &ts)));
         assert!(!is_tcp_control(&ipv4(6, &data)));
         assert!(!is_tcp_control(&ipv4(1, &[8, 0, 0, 0])) && !is_tcp_control(&[]));
+        // A SYN or SYN-ACK is control, but not an acknowledgement only; a FIN is.
+        assert!(is_tcp_ack_only(&ipv4(6, &ack)) && !is_tcp_ack_only(&ipv4(6, &data)));
+        let (mut syn, mut syn_ack, mut fin) = (ack.clone(), ack.clone(), ack.clone());
+        syn[13] = 0x02;
+        syn_ack[13] = 0x12;
+        fin[13] = 0x11;
+        assert!(is_tcp_control(&ipv4(6, &syn)) && is_tcp_control(&ipv4(6, &syn_ack)));
+        assert!(!is_tcp_ack_only(&ipv4(6, &syn)) && !is_tcp_ack_only(&ipv4(6, &syn_ack)));
+        assert!(is_tcp_ack_only(&ipv4(6, &fin)) && !is_tcp_ack_only(&[]));
         // UDP: DNS either way, small, and large.
         let mut dns = vec![0u8; 8 + 600];
         dns[2..4].copy_from_slice(&53u16.to_be_bytes());
