@@ -400,14 +400,8 @@ pub fn classify(ip: &[u8], small_udp: usize) -> Traffic {
     };
     match proto {
         1 | 58 => Traffic::Interactive,
-        6 => {
-            let doff = l4.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
-            if l4.len() <= doff {
-                Traffic::Interactive
-            } else {
-                Traffic::Bulk
-            }
-        }
+        6 if tcp_without_payload(l4) => Traffic::Interactive,
+        6 => Traffic::Bulk,
         17 => {
             let port = |i: usize| l4.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
             if port(0) == Some(53) || port(2) == Some(53) || total <= small_udp {
@@ -424,13 +418,7 @@ pub fn classify(ip: &[u8], small_udp: usize) -> Traffic {
 /// aggregate mode duplicates rather than stripes, so that a flow's acknowledgements
 /// take the fastest path.
 pub fn is_tcp_control(ip: &[u8]) -> bool {
-    match transport(ip) {
-        Some((6, l4, _)) => {
-            let doff = l4.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
-            l4.len() <= doff
-        }
-        _ => false,
-    }
+    matches!(transport(ip), Some((6, l4, _)) if tcp_without_payload(l4))
 }
 
 /// True for a TCP acknowledgement that carries nothing else: no payload, and no SYN
@@ -440,14 +428,18 @@ pub fn is_tcp_control(ip: &[u8]) -> bool {
 /// which a delay-based sender (BBR) takes as the flow's least, is the round trip that
 /// data will see (see [`crate::multipath::reorder::Reorder::push_paced`]).
 pub fn is_tcp_ack_only(ip: &[u8]) -> bool {
-    match transport(ip) {
-        Some((6, l4, _)) => {
-            let doff = l4.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
-            let syn = l4.get(13).is_some_and(|f| f & 0x02 != 0);
-            l4.len() <= doff && !syn
-        }
-        _ => false,
-    }
+    matches!(transport(ip), Some((6, l4, _))
+        if tcp_without_payload(l4) && l4.get(13).is_none_or(|flags| flags & TCP_SYN == 0))
+}
+
+/// The SYN bit of a TCP header's flags byte.
+const TCP_SYN: u8 = 0x02;
+
+/// True if the TCP segment `l4` (header and payload) carries no payload: nothing past
+/// its data offset (20 bytes when the header is too short to say).
+fn tcp_without_payload(l4: &[u8]) -> bool {
+    let doff = l4.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
+    l4.len() <= doff
 }
 
 /// (protocol, transport header and payload, IP length) of an IPv4 or IPv6 packet; for
