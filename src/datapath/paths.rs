@@ -632,7 +632,11 @@ impl Paths {
     fn live(&self, list: &[Arc<Path>], traffic: Traffic, bytes: usize) -> PathSet {
         let schedule = &self.schedule;
         let plan = schedule.plan();
-        let pick = plan.pick(schedule.mode(), traffic, bytes);
+        let queued = |id: PathId| {
+            let sock = list.iter().find(|p| p.id == id)?.socket()?;
+            udp::unsent_bytes(&sock.sock).map(|n| n as u64)
+        };
+        let pick = plan.pick(schedule.mode(), traffic, bytes, queued);
         let mut set = PathSet::default();
         for (i, p) in list.iter().enumerate() {
             let chosen = match pick {

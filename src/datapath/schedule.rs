@@ -111,9 +111,18 @@ impl Plan {
     }
 
     /// Where `bytes` of `traffic` go in `mode`: bulk in a striping mode goes to the one
-    /// striping candidate furthest behind its share (and is counted to it), everything
-    /// else to the duplicated set.
-    pub fn pick(&self, mode: Mode, traffic: Traffic, bytes: usize) -> Pick {
+    /// striping candidate furthest behind its share (and is counted to it), or, while
+    /// queues build on this machine (`queued(id)`: the bytes waiting here for path `id`),
+    /// to the candidate whose queue is the shortest per share
+    /// ([`scheduler::stripe_by_queue`]; not counted, so that the shares take up where
+    /// they were once the queues are gone); everything else to the duplicated set.
+    pub fn pick(
+        &self,
+        mode: Mode,
+        traffic: Traffic,
+        bytes: usize,
+        queued: impl Fn(PathId) -> Option<u64>,
+    ) -> Pick {
         if !(mode.stripes() && traffic == Traffic::Bulk) {
             return Pick::Dup;
         }
@@ -122,6 +131,13 @@ impl Plan {
             if e.stripe {
                 set.insert(i);
             }
+        }
+        if let Some(i) = scheduler::stripe_by_queue(
+            set,
+            |i| queued(self.entries[i].id),
+            |i| self.entries[i].weight(),
+        ) {
+            return Pick::One(self.entries[i].id);
         }
         let chosen = scheduler::stripe(
             set,
@@ -305,7 +321,7 @@ mod tests {
     fn striped(p: &Plan, n: usize) -> [usize; 2] {
         let mut got = [0usize; 2];
         for _ in 0..n {
-            match p.pick(Mode::Aggregate, Traffic::Bulk, 1000) {
+            match p.pick(Mode::Aggregate, Traffic::Bulk, 1000, |_| None) {
                 Pick::One(3) => got[0] += 1,
                 Pick::One(7) => got[1] += 1,
                 other => panic!("{other:?}"),
@@ -318,9 +334,18 @@ mod tests {
     fn bulk_is_striped_by_weight_in_striping_modes_only() {
         let p = plan();
         assert_eq!(striped(&p, 400), [300, 100]);
-        assert_eq!(p.pick(Mode::Adaptive, Traffic::Interactive, 1), Pick::Dup);
-        assert_eq!(p.pick(Mode::Duplicate, Traffic::Bulk, 1), Pick::Dup);
-        assert_eq!(p.pick(Mode::Failover, Traffic::Bulk, 1), Pick::Dup);
+        assert_eq!(
+            p.pick(Mode::Adaptive, Traffic::Interactive, 1, |_| None),
+            Pick::Dup
+        );
+        assert_eq!(
+            p.pick(Mode::Duplicate, Traffic::Bulk, 1, |_| None),
+            Pick::Dup
+        );
+        assert_eq!(
+            p.pick(Mode::Failover, Traffic::Bulk, 1, |_| None),
+            Pick::Dup
+        );
         // New weights: the count starts again, so the path whose share grew is not
         // given everything until it has caught up.
         p.set_weights([10.0, 10.0, 100.0]);
@@ -328,7 +353,7 @@ mod tests {
         assert!(p.takes_dup(3, false) && !p.takes_dup(7, true));
         assert!(p.takes_dup(42, true) && !p.takes_dup(42, false));
         assert_eq!(
-            Plan::default().pick(Mode::Aggregate, Traffic::Bulk, 1),
+            Plan::default().pick(Mode::Aggregate, Traffic::Bulk, 1, |_| None),
             Pick::Dup
         );
     }

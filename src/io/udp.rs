@@ -201,6 +201,19 @@ pub fn set_fwmark(sock: &UdpSocket, mark: u32) -> io::Result<()> {
     )
 }
 
+/// Bytes the socket has handed the kernel that have not left this machine yet
+/// (SIOCOUTQ: the socket's send-buffer use, which counts a datagram until its interface
+/// transmits it). Above a few datagrams, that is a queue on this machine in front of the
+/// path, such as a local shaper's (tc tbf, cake): the path is full. None if the kernel
+/// does not say.
+pub fn unsent_bytes(sock: &UdpSocket) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which points at `n`, alive
+    // and writable for the call; the descriptor is the socket's own, open while borrowed.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    (rc == 0).then_some(n.max(0) as usize)
+}
+
 /// The address to pass to `send_to` on a socket: IPv4 endpoints are mapped on a v6 one.
 pub fn destination(v6_socket: bool, dst: SocketAddr) -> SocketAddr {
     match dst {

@@ -1052,6 +1052,19 @@ impl Rng {
 /// side that exactly those bytes arrived. Panics on any difference or after 60 s.
 /// Returns the time the transfer took.
 pub fn tcp_transfer(from: &Netns, to: &Netns, to_addr: &str, bytes: usize, seed: u64) -> Duration {
+    tcp_transfer_cc(from, to, to_addr, bytes, seed, None)
+}
+
+/// [`tcp_transfer`] with the sender's congestion control set to `cc` (`cubic`, `bbr`:
+/// TCP_CONGESTION; None: the namespace's default).
+pub fn tcp_transfer_cc(
+    from: &Netns,
+    to: &Netns,
+    to_addr: &str,
+    bytes: usize,
+    seed: u64,
+    cc: Option<&str>,
+) -> Duration {
     const TIMEOUT: Duration = Duration::from_secs(60);
     let ip: IpAddr = to_addr.parse().expect("IP address");
     let data = Arc::new(Rng::new(seed).bytes(bytes));
@@ -1115,6 +1128,11 @@ pub fn tcp_transfer(from: &Netns, to: &Netns, to_addr: &str, bytes: usize, seed:
             .map_err(|e| format!("connect from {} to {addr}: {e}", from.name()))?;
         s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        if let Some(cc) = cc {
+            socket2::SockRef::from(&s)
+                .set_tcp_congestion(cc.as_bytes())
+                .map_err(|e| format!("congestion control {cc}: {e}"))?;
+        }
         for chunk in data.chunks(64 * 1024) {
             s.write_all(chunk).map_err(|e| format!("write: {e}"))?;
             if Instant::now() >= deadline {
