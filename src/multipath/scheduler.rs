@@ -309,11 +309,7 @@ pub fn stripe(
     weight: impl Fn(PathId) -> f64,
 ) -> Option<PathId> {
     set.iter()
-        .map(|id| {
-            let w = weight(id);
-            let w = if w.is_finite() && w > 0.0 { w } else { 1e-9 };
-            (id, (sent(id) + bytes) as f64 / w)
-        })
+        .map(|id| (id, (sent(id) + bytes) as f64 / usable_weight(weight(id))))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(id, _)| id)
 }
@@ -346,14 +342,21 @@ pub fn stripe_by_queue(
     for id in set.iter() {
         let q = queued(id)?;
         full |= q > LOCAL_QUEUE;
-        let w = weight(id);
-        let w = if w.is_finite() && w > 0.0 { w } else { 1e-9 };
-        let t = q as f64 / w;
+        let t = q as f64 / usable_weight(weight(id));
         if best.is_none_or(|(_, b)| t < b) {
             best = Some((id, t));
         }
     }
     best.filter(|_| full).map(|(id, _)| id)
+}
+
+/// A share fit to divide by: a zero, negative or broken one counts as almost nothing.
+fn usable_weight(w: f64) -> f64 {
+    if w.is_finite() && w > 0.0 {
+        w
+    } else {
+        1e-9
+    }
 }
 
 /// The least share of striped traffic a path keeps while it is a candidate: enough to
