@@ -6,7 +6,7 @@
 #                         [--out DIR] [--only ID,ID,...] [--perf[=ID,ID,...]] [--no-build]
 #                         [--mpwg-args "ARGS"] [--wireguard-go PATH] [--baseline PATH]
 #                         [--baseline2 PATH]
-#                         [--server[=1,8,32]] [--modes[=sym,rate,delay,lossy]]
+#                         [--server[=1,8,32]] [--modes[=sym,rate,delay,lossy]] [--cc ALG]
 #
 # Systems (ids for --only):
 #   raw   raw veth, no tunnel (the kernel's part of the box's ceiling)
@@ -53,6 +53,8 @@
 # goodput and retransmits of each path alone, duplicate, failover, aggregate and
 # adaptive, as ratios to the best single path and to duplicate; see
 # scripts/bench/modes.sh. Its report: modes.md (also at the end of results.md), modes.json.
+# --cc ALG: the TCP congestion control of the mode scenarios' sender (iperf3 -C ALG, e.g.
+# cubic or bbr; default the system's, net.ipv4.tcp_congestion_control).
 #
 # and once per round, before the systems: the crypto ceiling, one core sealing and opening
 # 1420-byte packets with mpwg's session for 0.5 s each (examples/crypto_rate.rs).
@@ -92,6 +94,7 @@ BASE=''
 BASE2=''
 SERVER_PEERS=''
 MODES=''
+MODES_CC=''
 VENV=$CACHE/venv
 NSP=mpwgb-          # prefix of every namespace this script creates
 DEVP=mpb            # prefix of every tunnel device (and /var/run/wireguard socket)
@@ -135,6 +138,8 @@ while (($#)); do
         --server=*) SERVER_PEERS=${1#*=} ;;
         --modes) MODES=all ;;
         --modes=*) MODES=${1#*=} ;;
+        --cc) MODES_CC=${2:?--cc needs a congestion control, e.g. cubic}; shift ;;
+        --cc=*) MODES_CC=${1#*=} ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -156,6 +161,11 @@ fi
 # shellcheck source=scripts/bench/modes.sh
 source "$ROOT/scripts/bench/modes.sh"
 [[ -z $MODES ]] || modes_check "${MODES#all}"
+if [[ -n $MODES_CC ]]; then
+    [[ -n $MODES ]] || die "--cc sets the mode scenarios' congestion control: use it with --modes"
+    grep -qw -- "$MODES_CC" /proc/sys/net/ipv4/tcp_available_congestion_control ||
+        die "--cc $MODES_CC: not available here (available: $(cat /proc/sys/net/ipv4/tcp_available_congestion_control))"
+fi
 if [[ -n $BASE ]]; then
     [[ -x $BASE ]] || die "--baseline $BASE: not an executable file"
 fi
@@ -993,6 +1003,11 @@ fi
     printf '\n'
     printf 'rounds\t%s\n' "$ROUNDS"
     printf 'duration\t%s\n' "$DURATION"
+    if [[ -n $MODES_CC ]]; then
+        printf 'modes_cc\t%s\n' "$MODES_CC"
+    else
+        printf 'modes_cc\t%s (the default)\n' "$(cat /proc/sys/net/ipv4/tcp_congestion_control)"
+    fi
     printf 'clk_tck\t%s\n' "$CLK_TCK"
     printf 'nproc\t%s\n' "$(nproc)"
     printf 'cpu_model\t%s\n' "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"

@@ -465,17 +465,15 @@ fn aggregate_adds_up_rate_limited_links() {
 
 /// Aggregate mode over 40+40 Mbit/s links of 10 ms and 40 ms one way (the emulator):
 /// at least 1.5 times the best single path (failover mode: the 10 ms one); the
-/// receiver's reorder buffer puts the striped packets back in order, and evens the
-/// paths' delays out.
+/// receiver's reorder buffer puts the striped packets back in order.
 ///
 /// Transfers of 64 MiB: over the 80 ms round trip that striping gives the flow, slow
 /// start is a good part of a 24 MiB one (measured: 1.47 times with 24 MiB; with 64 MiB
 /// 1.76-1.80 in five runs at 832e5a5; at 6ae1937 1.67-1.90 in twelve of thirteen, and
-/// once 1.07 (see below); BBR, this kernel's default in a namespace). On 2026-12-03 a
-/// clean-clone CI run gave 1.42 and 1.40 in its two transfers: BBR had taken the
-/// handshake's round trip (the fast path's 21 ms: SYNs were not delayed) for the flow's
-/// least while data took 52 ms, and stayed window-limited. With SYNs delayed like data
-/// (`scheduler::is_tcp_ack_only`), eight runs of this test gave 1.66-1.92.
+/// once 1.07 (see below); BBR, this kernel's default in a namespace). Those runs had
+/// the receive side delay the fast path's packets to the slow path's delay; since the
+/// sender stripes by its local queues (`scheduler::stripe_by_queue`) that delay cost
+/// retransmits and was removed: without it, 1.82-1.90 (BBR) in this test's runs.
 ///
 /// A last transfer with CUBIC as the sender's congestion control retransmits under 1%
 /// of its segments: what the tunnel's striping and reordering cost TCP (see the end).

@@ -147,6 +147,7 @@ def write_md(path, meta, res, gl):
         f.write("## Mode scenarios (--modes)\n\n")
         f.write(f"`{meta.get('command', '')}` at `{meta.get('git_rev', '?')}`, {meta.get('date', '')}; "
                 f"{meta.get('rounds', '?')} rounds of {meta.get('duration', '?')} s of 1-stream TCP, A to B, "
+                f"congestion control {meta.get('modes_cc', '?')}, "
                 "per system and scenario; two mpwg ends over two paths through a router with the link "
                 "emulator, tc tbf at both ends of each path.\n\n")
         f.write("Goodput: Mbit/s at the receiver, median (min–max). Ratios: per round, then median (min–max). "

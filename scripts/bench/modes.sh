@@ -31,7 +31,8 @@
 #   delay  40+40 Mbit/s, 10 ms one way on path 1 and 40 ms on path 2 (the emulator)
 #   lossy  40+40 Mbit/s, 10% random loss on path 2 each way (nft numgen at the router)
 #
-# Test, per scenario, round and system: iperf3 TCP, 1 stream, A to B, --duration s;
+# Test, per scenario, round and system: iperf3 TCP, 1 stream, A to B, --duration s (its
+# congestion control: --cc, or the system's);
 # goodput at the receiver, and A's TCP segments sent and retransmitted (OutSegs,
 # RetransSegs of /proc/net/snmp in A: only iperf3 speaks TCP there); the 1-minute load
 # average and the daemons' CPU time with each test. Rows in OUT/modes.tsv; the report
@@ -176,7 +177,7 @@ mode_test() {
     read -ra g0 <<<"$(tcp_segs "$MNS_A")"
     read -ra c0 <<<"$(ticks "${MPID_A[$sys]}" "${MPID_B[$sys]}")"
     timeout $((DURATION + 20)) ip netns exec "$MNS_A" iperf3 -c "10.78.$k.2" -p "$IPERF_PORT" -t "$DURATION" \
-        --connect-timeout 3000 -J -P 1 >"$f.json" 2>"$f.client.err" &
+        --connect-timeout 3000 -J -P 1 ${MODES_CC:+-C "$MODES_CC"} >"$f.json" 2>"$f.client.err" &
     cpid=$!
     started "$cpid"
     wait "$cpid" || true
