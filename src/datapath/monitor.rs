@@ -830,6 +830,19 @@ impl Monitor {
             reorder::hold_for(spread, jitter, None, settings.reorder_cap)
         });
         self.schedule.set_reorder_hold(hold);
+        // Aggregate mode evens out the paths' delays at the receive side too (see
+        // `Reorder::push_paced`); adaptive mode does not, for its interactive copies.
+        let delays = if striping_peer && mode == Mode::Aggregate {
+            let rtts: Vec<(PathId, Duration)> = views
+                .iter()
+                .filter(|v| v.state == State::Up)
+                .filter_map(|v| Some((list[v.id].id, v.srtt?)))
+                .collect();
+            reorder::equalizing_delays(&rtts, settings.reorder_cap)
+        } else {
+            Vec::new()
+        };
+        self.schedule.set_path_delays(delays);
     }
 
     /// The priority the plan gives path `name` at position `pos`.

@@ -163,6 +163,18 @@ pub struct ReorderLimits {
     pub hold: Duration,
     /// What the stage may stretch the hold to after late packets.
     pub cap: Duration,
+    /// Per path, how long what arrives on it is delayed (none for a path not listed).
+    pub delays: Arc<Vec<(PathId, Duration)>>,
+}
+
+impl ReorderLimits {
+    /// The delay of path `id`.
+    pub fn delay_of(&self, id: PathId) -> Duration {
+        self.delays
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map_or(Duration::ZERO, |(_, d)| *d)
+    }
 }
 
 /// The mode and plan, shared by the senders (read) and the monitor (written).
@@ -175,6 +187,9 @@ pub struct Schedule {
     /// Reorder hold for striping peers, microseconds (0: no reordering).
     reorder_us: AtomicU64,
     reorder_cap_us: AtomicU64,
+    /// Per path, how long the receive side delays what arrives on it (aggregate mode:
+    /// the slowest path's one-way delay less this path's).
+    path_delays: ArcSwap<Vec<(PathId, Duration)>>,
     /// What the receive side's reorder stage did: packets held, gaps given up, packets
     /// late (for `mpwg show`).
     pub reorder_stats: [AtomicU64; 3],
@@ -189,6 +204,7 @@ impl Default for Schedule {
             hello: AtomicBool::new(false),
             reorder_us: AtomicU64::new(0),
             reorder_cap_us: AtomicU64::new(50_000),
+            path_delays: ArcSwap::from_pointee(Vec::new()),
             reorder_stats: Default::default(),
         }
     }
@@ -253,14 +269,23 @@ impl Schedule {
         (us > 0).then(|| Duration::from_micros(us))
     }
 
-    /// The hold and the cap the receive side's reorder stage may stretch it to, or None
-    /// when no peer stripes.
+    /// The hold, the cap the receive side's reorder stage may stretch it to, and the
+    /// paths' delays ([`Schedule::set_path_delays`]), or None when no peer stripes.
     pub fn reorder_limits(&self) -> Option<ReorderLimits> {
         let cap = Duration::from_micros(self.reorder_cap_us.load(Ordering::Relaxed));
         self.reorder_hold().map(|hold| ReorderLimits {
             hold,
             cap: cap.max(hold),
+            delays: self.path_delays.load_full(),
         })
+    }
+
+    /// Sets how long the receive side delays what arrives on each path, so that every
+    /// striped packet takes about the slowest path's delay (empty: none).
+    pub fn set_path_delays(&self, delays: Vec<(PathId, Duration)>) {
+        if **self.path_delays.load() != delays {
+            self.path_delays.store(Arc::new(delays));
+        }
     }
 
     /// Sets the cap of [`Schedule::reorder_limits`] (`--reorder-cap`).

@@ -43,6 +43,19 @@ pub fn hold_for(
     (by_delay.max(by_fill) + Duration::from_millis(2)).min(cap)
 }
 
+/// Per path, the delay that brings what arrives on it level with the slowest path:
+/// half the difference between the slowest round trip of `rtts` (path, smoothed round
+/// trip; the paths in use) and the path's own, at most `cap`. Used in aggregate mode
+/// with [`Reorder::push_paced`].
+pub fn equalizing_delays<P: Copy>(rtts: &[(P, Duration)], cap: Duration) -> Vec<(P, Duration)> {
+    let Some(slowest) = rtts.iter().map(|r| r.1).max() else {
+        return Vec::new();
+    };
+    rtts.iter()
+        .map(|&(p, rtt)| (p, ((slowest - rtt) / 2).min(cap)))
+        .collect()
+}
+
 /// What a reorder buffer has done, for `mpwg show`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReorderStats {
@@ -58,8 +71,8 @@ pub struct ReorderStats {
 #[derive(Debug)]
 pub struct Reorder<T> {
     next: Option<u64>,
-    /// Held past a gap: (arrival, item).
-    held: BTreeMap<u64, (Instant, Option<T>)>,
+    /// Held past a gap: (arrival, release time if paced, item).
+    held: BTreeMap<u64, (Instant, Option<Instant>, Option<T>)>,
     /// (deadline, counter), in the order they were held.
     deadlines: VecDeque<(Instant, u64)>,
     max_held: usize,
@@ -68,6 +81,14 @@ pub struct Reorder<T> {
     /// Per lane (one sender path, as the caller names it): the highest counter it
     /// delivered, and when.
     lanes: Vec<(u64, u64, Instant)>,
+    /// Released in order, waiting for their time ([`Reorder::push_paced`]): each with
+    /// the time it may go out, never earlier than the one before it.
+    paced: VecDeque<(Instant, T)>,
+    /// The latest release time given to a packet: the next one goes no earlier.
+    last_ready: Option<Instant>,
+    /// The release time of the packet being pushed (its arrival plus its delay), if it
+    /// has a delay.
+    ready: Option<Instant>,
 }
 
 impl<T> Default for Reorder<T> {
@@ -87,17 +108,20 @@ impl<T> Reorder<T> {
             fill: None,
             stats: ReorderStats::default(),
             lanes: Vec::new(),
+            paced: VecDeque::new(),
+            last_ready: None,
+            ready: None,
         }
     }
 
-    /// Packets held now, waiting for a gap to fill.
+    /// Packets held now (waiting for a gap, or for their time).
     pub fn len(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.paced.len()
     }
 
     /// True if nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.held.is_empty() && self.paced.is_empty()
     }
 
     /// What the buffer has done.
@@ -110,9 +134,11 @@ impl<T> Reorder<T> {
         self.fill
     }
 
-    /// When the next held packet's hold ends.
+    /// When the next held packet's hold ends, or the next paced one may go.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.front().map(|d| d.0)
+        let hold = self.deadlines.front().map(|d| d.0);
+        let paced = self.paced.front().map(|p| p.0);
+        hold.into_iter().chain(paced).min()
     }
 
     /// Takes the committed `counter` (with `item` for the TUN, or None for a keepalive
@@ -143,6 +169,28 @@ impl<T> Reorder<T> {
         hold: Duration,
         out: &mut impl FnMut(T),
     ) {
+        self.push_paced(lane, counter, item, now, hold, Duration::ZERO, out);
+    }
+
+    /// [`Reorder::push_on`] for a packet that goes out no earlier than `delay` after
+    /// its arrival (`now`), and no earlier than any packet before it in counter order:
+    /// with `delay` the difference between the slowest path's one-way delay and its
+    /// own path's, every packet then takes about the slowest path's delay, so that the
+    /// receiver's TCP sees one round trip rather than the fast path's (which, taken
+    /// for the flow's, keeps a delay-based sender such as BBR at a fraction of the sum
+    /// of the paths). Call [`Reorder::poll`] to release packets whose time has come.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_paced(
+        &mut self,
+        lane: Option<u64>,
+        counter: u64,
+        item: Option<T>,
+        now: Instant,
+        hold: Duration,
+        delay: Duration,
+        out: &mut impl FnMut(T),
+    ) {
+        self.ready = (!delay.is_zero()).then(|| now + delay);
         if let Some(l) = lane {
             if let Some(x) = self.lanes.iter_mut().find(|x| x.0 == l) {
                 x.1 = x.1.max(counter);
@@ -163,6 +211,7 @@ impl<T> Reorder<T> {
                 if p > n && self.lanes.len() >= 2 {
                     self.release_through(
                         p.min(self.held.last_key_value().map_or(p, |(k, _)| *k)),
+                        now,
                         out,
                     );
                 }
@@ -179,6 +228,7 @@ impl<T> Reorder<T> {
         out: &mut impl FnMut(T),
     ) {
         let next = *self.next.get_or_insert(counter);
+        let ready = self.ready;
         if counter < next {
             if let Some(t) = item {
                 self.stats.late += 1;
@@ -193,16 +243,14 @@ impl<T> Reorder<T> {
                 let waited = now.saturating_duration_since(oldest);
                 self.fill = Some(self.fill.map_or(waited, |f| (f * 7 + waited) / 8));
             }
-            if let Some(t) = item {
-                out(t);
-            }
+            self.release(ready, item, now, out);
             self.next = Some(counter + 1);
-            self.drain(out);
+            self.drain(now, out);
             return;
         }
         if hold.is_zero() {
             // Nothing to wait for: give the gap up now.
-            self.release_through(counter - 1, out);
+            self.release_through(counter - 1, now, out);
             return self.insert(counter, item, now, hold, out);
         }
         if self.held.contains_key(&counter) {
@@ -211,17 +259,44 @@ impl<T> Reorder<T> {
         if item.is_some() {
             self.stats.held += 1;
         }
-        self.held.insert(counter, (now, item));
+        self.held.insert(counter, (now, ready, item));
         self.deadlines.push_back((now + hold, counter));
         if self.held.len() > self.max_held {
             if let Some((&first, _)) = self.held.first_key_value() {
-                self.release_through(first, out);
+                self.release_through(first, now, out);
+            }
+        }
+    }
+
+    /// Releases `item` (in counter order) at `ready` or after the packet before it,
+    /// whichever is later: now if that has come and nothing waits, else into `paced`.
+    fn release(
+        &mut self,
+        ready: Option<Instant>,
+        item: Option<T>,
+        now: Instant,
+        out: &mut impl FnMut(T),
+    ) {
+        let Some(t) = item else { return };
+        let at = self.last_ready.max(ready);
+        self.last_ready = at;
+        match at {
+            Some(at) if at > now || !self.paced.is_empty() => self.paced.push_back((at, t)),
+            _ => out(t),
+        }
+    }
+
+    /// Passes to `out` the paced packets whose time has come as of `now`.
+    fn release_paced(&mut self, now: Instant, out: &mut impl FnMut(T)) {
+        while self.paced.front().is_some_and(|p| p.0 <= now) {
+            if let Some((_, t)) = self.paced.pop_front() {
+                out(t);
             }
         }
     }
 
     /// Releases what has waited its hold time as of `now` (and everything in front of
-    /// it, gaps given up).
+    /// it, gaps given up), and the paced packets whose time has come.
     pub fn poll(&mut self, now: Instant, out: &mut impl FnMut(T)) {
         let mut through = None;
         while let Some(&(deadline, counter)) = self.deadlines.front() {
@@ -233,41 +308,45 @@ impl<T> Reorder<T> {
         }
         if let Some(c) = through {
             if self.next.is_some_and(|n| c >= n) {
-                self.release_through(c, out);
+                self.release_through(c, now, out);
             }
         }
+        self.release_paced(now, out);
     }
 
     /// Releases everything held, in order (the session ended).
     pub fn flush(&mut self, out: &mut impl FnMut(T)) {
-        if let Some((&last, _)) = self.held.last_key_value() {
-            self.release_through(last, out);
+        if let Some((&last, &(at, _, _))) = self.held.last_key_value() {
+            self.release_through(last, at, out);
         }
         self.deadlines.clear();
+        while let Some((_, t)) = self.paced.pop_front() {
+            out(t);
+        }
     }
 
     /// Gives up every gap up to `counter` and releases what is held up to it, then
     /// whatever follows in sequence.
-    fn release_through(&mut self, counter: u64, out: &mut impl FnMut(T)) {
+    fn release_through(&mut self, counter: u64, now: Instant, out: &mut impl FnMut(T)) {
         let next = self.next.unwrap_or(0);
         if counter < next {
             return;
         }
-        let expect = self.release_front(Some(counter), out);
+        let expect = self.release_front(Some(counter), now, out);
         if expect <= counter {
             self.stats.given_up += 1;
         }
         self.next = Some(counter + 1);
-        self.drain(out);
+        self.drain(now, out);
         self.deadlines.retain(|&(_, c)| c > counter);
     }
 
     /// Releases the held packets that follow `next` in sequence.
-    fn drain(&mut self, out: &mut impl FnMut(T)) {
+    fn drain(&mut self, now: Instant, out: &mut impl FnMut(T)) {
         if self.next.is_none() {
             return;
         }
-        let next = self.release_front(None, out);
+        let next = self.release_front(None, now, out);
         self.next = Some(next);
         if self.deadlines.len() > self.held.len() * 2 + 16 {
             self.deadlines.retain(|&(_, c)| c >= next);
@@ -277,7 +356,12 @@ impl<T> Reorder<T> {
     /// Releases held packets from the front, in order: those up to `through`, gaps
     /// before them given up (counted); or with None, only those that follow `next`
     /// with no gap. Returns the counter after the last one released (`next` if none).
-    fn release_front(&mut self, through: Option<u64>, out: &mut impl FnMut(T)) -> u64 {
+    fn release_front(
+        &mut self,
+        through: Option<u64>,
+        now: Instant,
+        out: &mut impl FnMut(T),
+    ) -> u64 {
         let mut expect = self.next.unwrap_or(0);
         while let Some(entry) = self.held.first_entry() {
             let c = *entry.key();
@@ -291,9 +375,8 @@ impl<T> Reorder<T> {
             if c != expect {
                 self.stats.given_up += 1;
             }
-            if let (_, Some(t)) = entry.remove() {
-                out(t);
-            }
+            let (_, ready, item) = entry.remove();
+            self.release(ready, item, now, out);
             expect = c + 1;
         }
         expect
@@ -470,6 +553,72 @@ mod tests {
         assert_eq!(without_late, (1..=20).collect::<Vec<_>>());
         r.flush(&mut |x| out.push(x));
         assert!(r.is_empty());
+    }
+
+    /// Chunks of 4 packets alternate between a 10 ms path and a 40 ms one, one packet
+    /// per ms; the 10 ms path's packets are delayed by the difference (30 ms): every
+    /// packet goes out in order, 40 ms after it was sent (to the poll's millisecond),
+    /// the fast path's first ones too, though nothing is in front of them.
+    #[test]
+    fn paced_packets_take_the_slowest_paths_delay() {
+        let t0 = Instant::now();
+        let mut r: Reorder<u64> = Reorder::default();
+        let delays = equalizing_delays(&[(0u8, ms(20)), (1u8, ms(80))], DEFAULT_CAP);
+        assert_eq!(delays, vec![(0, ms(30)), (1, ms(0))]);
+        let owd = |c: u64| if (c / 4).is_multiple_of(2) { 10 } else { 40 };
+        let mut arrivals: Vec<(u64, u64)> = (0..400u64).map(|c| (c + owd(c), c)).collect();
+        arrivals.sort();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut i = 0;
+        for t in 0..500u64 {
+            let now = t0 + ms(t);
+            r.poll(now, &mut |c| out.push((t, c)));
+            while i < arrivals.len() && arrivals[i].0 == t {
+                let c = arrivals[i].1;
+                let lane = u8::from(owd(c) == 40);
+                let delay = delays[usize::from(lane)].1;
+                r.push_paced(
+                    Some(u64::from(lane)),
+                    c,
+                    Some(c),
+                    now,
+                    ms(50),
+                    delay,
+                    &mut |c| out.push((t, c)),
+                );
+                i += 1;
+            }
+        }
+        let order: Vec<u64> = out.iter().map(|o| o.1).collect();
+        assert_eq!(order, (0..400).collect::<Vec<_>>());
+        for &(t, c) in &out {
+            assert!(
+                (40..=41).contains(&(t - c)),
+                "counter {c} sent at {c} ms out at {t} ms"
+            );
+        }
+        assert!(r.is_empty());
+        assert_eq!(r.stats().given_up, 0);
+        // Paced packets still go when the session ends.
+        r.push_paced(
+            None,
+            400,
+            Some(400),
+            t0 + ms(600),
+            ms(50),
+            ms(30),
+            &mut |_| {},
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.next_deadline(), Some(t0 + ms(630)));
+        let mut rest = Vec::new();
+        r.flush(&mut |c| rest.push(c));
+        assert_eq!(rest, vec![400]);
+        assert!(equalizing_delays::<u8>(&[], DEFAULT_CAP).is_empty());
+        assert_eq!(
+            equalizing_delays(&[(0u8, ms(10)), (1, ms(400))], DEFAULT_CAP)[0].1,
+            DEFAULT_CAP
+        );
     }
 
     #[test]

@@ -462,6 +462,20 @@ pub fn is_tcp_control(ip: &[u8]) -> bool {
     matches!(transport(ip), Some((6, l4, _)) if tcp_without_payload(l4))
 }
 
+/// True for a TCP acknowledgement that carries nothing else: no payload, and no SYN
+/// (a FIN or RST counts). The receive side does not delay these to the slowest path's
+/// delay in aggregate mode, so that a flow's acknowledgements keep the fastest path's
+/// delay; a SYN or SYN-ACK is delayed like data, so that the handshake's round trip,
+/// which a delay-based sender (BBR) takes as the flow's least, is the round trip that
+/// data will see (see [`crate::multipath::reorder::Reorder::push_paced`]).
+pub fn is_tcp_ack_only(ip: &[u8]) -> bool {
+    matches!(transport(ip), Some((6, l4, _))
+        if tcp_without_payload(l4) && l4.get(13).is_none_or(|flags| flags & TCP_SYN == 0))
+}
+
+/// The SYN bit of a TCP header's flags byte.
+const TCP_SYN: u8 = 0x02;
+
 /// True if the TCP segment `l4` (header and payload) carries no payload: nothing past
 /// its data offset (20 bytes when the header is too short to say).
 fn tcp_without_payload(l4: &[u8]) -> bool {

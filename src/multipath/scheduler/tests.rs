@@ -437,13 +437,15 @@ fn classify_small_and_latency_sensitive_packets() {
     assert!(is_tcp_control(&ipv4(6, &ack)) && is_tcp_control(&ipv4(6, &ts)));
     assert!(!is_tcp_control(&ipv4(6, &data)));
     assert!(!is_tcp_control(&ipv4(1, &[8, 0, 0, 0])) && !is_tcp_control(&[]));
-    // A SYN, SYN-ACK or FIN without payload is control too.
+    // A SYN or SYN-ACK is control, but not an acknowledgement only; a FIN is.
+    assert!(is_tcp_ack_only(&ipv4(6, &ack)) && !is_tcp_ack_only(&ipv4(6, &data)));
     let (mut syn, mut syn_ack, mut fin) = (ack.clone(), ack.clone(), ack.clone());
     syn[13] = 0x02;
     syn_ack[13] = 0x12;
     fin[13] = 0x11;
     assert!(is_tcp_control(&ipv4(6, &syn)) && is_tcp_control(&ipv4(6, &syn_ack)));
-    assert!(is_tcp_control(&ipv4(6, &fin)));
+    assert!(!is_tcp_ack_only(&ipv4(6, &syn)) && !is_tcp_ack_only(&ipv4(6, &syn_ack)));
+    assert!(is_tcp_ack_only(&ipv4(6, &fin)) && !is_tcp_ack_only(&[]));
     // UDP: DNS either way, small, and large.
     let mut dns = vec![0u8; 8 + 600];
     dns[2..4].copy_from_slice(&53u16.to_be_bytes());
