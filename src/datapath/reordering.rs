@@ -119,16 +119,18 @@ impl Reordering {
             // window for the round trip data sees, not the fast path's (measured on
             // 10 ms + 40 ms paths: the fast path's 21 ms against data's 52 ms left a
             // transfer window-limited at 1.4x the best single path in some runs).
-            let control = slot.is_some_and(|i| {
-                batch.packets()[i]
-                    .get(PACKET_OFFSET..)
-                    .is_some_and(scheduler::is_tcp_ack_only)
-            });
-            let delay = if control {
-                Duration::ZERO
-            } else {
-                limits.delay_of(src.path)
-            };
+            // The path's delay is looked up first, so that a packet is parsed only when
+            // it would be delayed (not on the slowest path, nor outside aggregate mode).
+            let mut delay = limits.delay_of(src.path);
+            let control = !delay.is_zero()
+                && slot.is_some_and(|i| {
+                    batch.packets()[i]
+                        .get(PACKET_OFFSET..)
+                        .is_some_and(scheduler::is_tcp_ack_only)
+                });
+            if control {
+                delay = Duration::ZERO;
+            }
             let item = slot.map(|i| {
                 let mut spare = self.spare();
                 std::mem::swap(&mut batch.packets()[i], &mut spare);
